@@ -48,7 +48,7 @@ class Prepared(Protocol):
 class Done:
     """Guards an ``Applied`` against a second revert or rollback."""
 
-    __slots__ = ("_what", "_done")
+    __slots__ = ("_done", "_what")
 
     def __init__(self, what: str) -> None:
         self._what = what

@@ -79,9 +79,7 @@ class TokenCounts:
         fingerprint: str | None = None,
     ) -> TokenCounts:
         """Count the ids of tokenized texts."""
-        return cls.from_mapping(
-            Counter(chain.from_iterable(id_sequences)), vocab_size, fingerprint
-        )
+        return cls.from_mapping(Counter(chain.from_iterable(id_sequences)), vocab_size, fingerprint)
 
     @property
     def total(self) -> int:
@@ -153,10 +151,10 @@ class TokenCounts:
             raise VocabError("counts JSON 'ids' and 'counts' must be lists of equal length")
         fingerprint = doc.get("fingerprint")
         if fingerprint is not None and not isinstance(fingerprint, str):
-            raise VocabError(f"counts JSON 'fingerprint' must be a string or null ({fingerprint!r})")
-        return cls.from_mapping(dict(zip(ids, counts)), vocab_size, fingerprint)
+            raise VocabError(
+                f"counts JSON 'fingerprint' must be a string or null ({fingerprint!r})"
+            )
+        return cls.from_mapping(dict(zip(ids, counts, strict=False)), vocab_size, fingerprint)
 
     def __repr__(self) -> str:
         return f"TokenCounts(vocab_size={self.vocab_size}, total={self.total})"
-
-

@@ -50,6 +50,10 @@ def _check_kept(instance: Any, attribute: Any, kept: tuple[int, ...]) -> None:
         previous = i
 
 
+def _ids_tuple(value: Iterable[int]) -> tuple[int, ...]:
+    return tuple(value)
+
+
 def _check_fingerprint(instance: Any, attribute: Any, value: str | None) -> None:
     del instance, attribute
     if value is not None and (not isinstance(value, str) or not value):
@@ -77,7 +81,7 @@ class VocabPlan:
     vocab_size: int = attrs.field(
         validator=lambda _s, _a, v: check_int("vocab_size", v, minimum=1) and None
     )
-    kept: tuple[int, ...] = attrs.field(converter=tuple, validator=_check_kept)
+    kept: tuple[int, ...] = attrs.field(converter=_ids_tuple, validator=_check_kept)
     fingerprint: str | None = attrs.field(default=None, validator=_check_fingerprint)
     metadata: Mapping[str, Any] = attrs.field(
         default=None, converter=_freeze_metadata, eq=False, hash=False
@@ -127,7 +131,7 @@ class VocabPlan:
             ids = check_ids("counts", counts.keys(), vocab_size)
             values = [counts[i] for i in ids]
             _check_counts(values)
-            chosen = {i for i, c in zip(ids, values) if c >= min_count}
+            chosen = {i for i, c in zip(ids, values, strict=False) if c >= min_count}
         elif isinstance(counts, (Sequence, array)) and not isinstance(counts, (str, bytes)):
             if len(counts) != vocab_size:
                 raise VocabError(
@@ -201,9 +205,7 @@ class VocabPlan:
         """New id of ``old_id``, or ``None`` when the plan drops it."""
         check_int("old_id", old_id)
         if old_id >= self.vocab_size:
-            raise VocabError(
-                f"'old_id' must be below vocab_size {self.vocab_size} (got {old_id})"
-            )
+            raise VocabError(f"'old_id' must be below vocab_size {self.vocab_size} (got {old_id})")
         new = self._old_to_new[old_id]
         return None if new < 0 else new
 
@@ -273,7 +275,8 @@ class VocabPlan:
                     f"id {dropped} is not kept by the plan; pass unk=<kept old id> to map "
                     "dropped ids to an unknown token"
                 )
-            out = [unk_new if i < 0 else i for i in out]
+            replacement: int = unk_new  # type: ignore[assignment]
+            out = [replacement if i < 0 else i for i in out]
         return out
 
     # -- algebra ------------------------------------------------------------------------------
@@ -357,9 +360,7 @@ class VocabPlan:
 
     def __repr__(self) -> str:
         fp = f", fingerprint={self.fingerprint!r}" if self.fingerprint else ""
-        return (
-            f"VocabPlan(vocab_size={self.vocab_size}, new_size={self.new_size}{fp})"
-        )
+        return f"VocabPlan(vocab_size={self.vocab_size}, new_size={self.new_size}{fp})"
 
 
 def _check_counts(values: list[Any]) -> None:

@@ -28,7 +28,5 @@ def check_ids(name: str, ids: Iterable[Any], vocab_size: int) -> list[int]:
         if lo < 0:
             raise VocabError(f"'{name}' must hold ids >= 0 (got {lo})")
         if hi >= vocab_size:
-            raise VocabError(
-                f"'{name}' must hold ids below vocab_size {vocab_size} (got {hi})"
-            )
+            raise VocabError(f"'{name}' must hold ids below vocab_size {vocab_size} (got {hi})")
     return out

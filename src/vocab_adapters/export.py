@@ -1,0 +1,74 @@
+"""``export_reduced``: write a permanently reduced model and tokenizer that load as they are."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from vocab_adapters.fingerprint import backend_of
+from vocab_adapters.session import apply_plan, revert_plan
+from vocabcore import VocabError, VocabPlan
+
+__all__ = ["PLAN_FILE", "export_reduced"]
+
+PLAN_FILE = "vocabcore_plan.json"
+
+
+def export_reduced(
+    model: Any,
+    tokenizer: Any,
+    plan: VocabPlan,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Save ``model`` and ``tokenizer`` reduced by ``plan``, for good, into ``out_dir``.
+
+    The result loads with ``AutoModel*.from_pretrained(out_dir)`` and
+    ``AutoTokenizer.from_pretrained(out_dir)`` as it is: ``config.vocab_size`` is the reduced
+    size and the tokenizer produces the reduced ids. The plan is saved beside them
+    (``vocabcore_plan.json``) so ids can be mapped back. ``model`` and ``tokenizer`` are
+    reduced only while saving and are restored before this returns, also on error; nothing is
+    left in ``out_dir`` if saving fails.
+
+    Args:
+        model: A transformers model.
+        tokenizer: Its fast tokenizer (a slow sentencepiece tokenizer cannot be saved reduced:
+            load the fast one with ``AutoTokenizer.from_pretrained(..., use_fast=True)``).
+        plan: The plan to apply.
+        out_dir: Directory to create.
+        overwrite: Replace ``out_dir`` if it exists.
+
+    Returns:
+        The output directory.
+    """
+    target = Path(out_dir)
+    if target.exists() and not overwrite and any(target.iterdir()):
+        raise VocabError(
+            f"output directory {str(target)!r} exists and is not empty; choose another "
+            "or pass overwrite=True (--overwrite)"
+        )
+    if backend_of(tokenizer) is None:
+        raise VocabError(
+            f"export needs a fast tokenizer (got the slow {type(tokenizer).__name__}); load it "
+            "with AutoTokenizer.from_pretrained(path, use_fast=True)"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        applied = apply_plan(plan, model=model, tokenizer=tokenizer)
+        try:
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+        finally:
+            revert_plan(applied)
+        plan.save(staging / PLAN_FILE)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target

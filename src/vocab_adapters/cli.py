@@ -140,8 +140,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from vocab_adapters.export import export_reduced
 
     plan = VocabPlan.load(args.plan)
-    tokenizer = load_tokenizer(args.tokenizer or args.model)
     model = load_model(args.model)
+    tokenizer = load_tokenizer(args.tokenizer or args.model)
     out = export_reduced(model, tokenizer, plan, args.output, overwrite=args.overwrite)
     print(f"wrote a model reduced to {plan.new_size:,} tokens to {out}")
     return 0

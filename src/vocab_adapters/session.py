@@ -208,7 +208,7 @@ def revert_plan(applied: AppliedPlan, *, optimizer: Any = None) -> None:
         )
     if optimizer is not None:
         applied.track(optimizer)
-    restores: list[Prepared] = []
+    restores: list[Any] = []
     if applied._late_optimizers:
         from vocab_adapters import optimizer as optimizer_adapter
 

@@ -1,0 +1,448 @@
+"""Point an optimizer at reduced parameters and carry its per-parameter state both ways.
+
+Two cases, both driven by the :class:`~vocab_adapters.embeddings.ParamSwap` objects of the
+embeddings adapter:
+
+* **Resume** (the optimizer exists, maybe with state, when the plan is applied):
+  :func:`prepare` / :func:`apply`. Every state tensor with the parameter's shape (Adam's
+  ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``; SGD's ``momentum_buffer``; Adagrad's ``sum``;
+  RMSprop's ``square_avg``, ``momentum_buffer``, ``grad_avg``; ...) is sliced, scalars (``step``)
+  are kept, and ``param_groups`` point at the reduced parameters, each found by identity at its
+  own position. Revert scatters the trained state rows back into the full-size state held aside
+  and points ``param_groups`` back at the full parameters, so training goes on after revert.
+* **Created while reduced** (the common case: apply, then build the optimizer):
+  :func:`prepare_restore` at revert time, or :func:`attach` any time while reduced for an
+  undo handle that does it on ``revert()``. The full parameters replace the reduced ones in
+  ``param_groups``, and the state is scattered into zero-filled full-size state — what the
+  optimizer would hold for rows that never had a gradient.
+
+Exactness. An element-wise optimizer (Adam, AdamW, SGD with or without momentum, Adagrad,
+RMSprop, ...) updates each entry from its own gradient and state, with shared scalars only
+(``step``, learning rate), so N steps reduced then revert equal, on kept rows and every other
+parameter, N steps of the full model on the same batches, bit for bit. Dropped rows match too
+when the full run leaves them alone: their gradient is zero (dropped tokens never occur) and
+their state is zero, *and* there is no weight decay. Weight decay (AdamW's decoupled decay,
+SGD/Adam's L2 term) shrinks every row of the full model at every step, dropped rows included,
+while the held full-size rows stay untouched; so does momentum left over from before apply in
+the resume case. Then only kept rows and other parameters are exact. Optimizers that mix rows
+(Adafactor's factored second moment, LAMB/LARS trust ratios over the whole tensor, gradient
+clipping by global norm is exact up to summation order) are only approximate; Adafactor-style
+state is refused in the resume case and reset (with a warning) when restoring.
+
+bitsandbytes: 8-bit state (quantized in blocks across rows) can't be split by token. Such an
+optimizer is refused for the embedding parameters unless they are overridden to 32 bits, e.g.
+``GlobalOptimManager.get_instance().register_module_override(embedding, "weight",
+{"optim_bits": 32})``, or the optimizer is created after applying the plan (then the reduced
+embedding is what it quantizes, and revert is refused until it is overridden to 32 bits).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import torch
+
+from vocab_adapters.embeddings import ParamSwap
+from vocab_adapters.reversible import Done
+from vocabcore import VocabError
+
+__all__ = [
+    "AppliedOptimizer",
+    "AttachedOptimizer",
+    "PreparedOptimizer",
+    "PreparedRestore",
+    "RestoredOptimizer",
+    "apply",
+    "attach",
+    "prepare",
+    "prepare_restore",
+]
+
+State = dict[str, Any]
+
+
+def _positions(optimizer: Any) -> dict[int, tuple[int, int]]:
+    groups = getattr(optimizer, "param_groups", None)
+    if not isinstance(groups, list):
+        raise VocabError(
+            f"'optimizer' must be a torch optimizer with param_groups "
+            f"(got {type(optimizer).__name__})"
+        )
+    return {
+        id(param): (g, p)
+        for g, group in enumerate(groups)
+        for p, param in enumerate(group["params"])
+    }
+
+
+def _name(swap: ParamSwap) -> str:
+    shape = "x".join(map(str, swap.full.shape))
+    return f"the {shape} vocabulary parameter"
+
+
+def _is_bnb(optimizer: Any) -> bool:
+    return type(optimizer).__module__.startswith("bitsandbytes")
+
+
+def _bnb_bits(optimizer: Any, param: torch.Tensor, where: tuple[int, int]) -> int:
+    """Effective ``optim_bits`` of a bitsandbytes optimizer for one parameter."""
+    args = getattr(optimizer, "args", None)
+    bits = int(getattr(args, "optim_bits", 32))
+    min_size = int(getattr(args, "min_8bit_size", 4096))
+    manager = getattr(optimizer, "mng", None)
+    overrides: dict[str, Any] = {}
+    if manager is not None:
+        for module, attr, config in getattr(manager, "module_weight_config_triple", []):
+            if getattr(module, attr, None) is param:
+                overrides.update(config)
+        overrides.update(getattr(manager, "pid2config", {}).get(id(param), {}))
+        overrides.update(getattr(manager, "index2config", {}).get(where, {}))
+    bits = int(overrides.get("optim_bits", bits))
+    return 32 if param.numel() < min_size else bits
+
+
+def _check_bnb(optimizer: Any, param: torch.Tensor, where: tuple[int, int], when: str) -> None:
+    if not _is_bnb(optimizer):
+        return
+    state = optimizer.state.get(param, {})
+    quantized = any(
+        isinstance(v, torch.Tensor) and v.dtype in (torch.uint8, torch.int8) for v in state.values()
+    )
+    if quantized or (not state and _bnb_bits(optimizer, param, where) == 8):
+        raise VocabError(
+            f"{type(optimizer).__name__} keeps 8-bit state for the embeddings, quantized in "
+            f"blocks across token rows, which can't be {when}; override the embeddings to "
+            "32-bit state before its first step: bitsandbytes.optim.GlobalOptimManager"
+            '.get_instance().register_module_override(embedding, "weight", '
+            '{"optim_bits": 32})'
+        )
+
+
+class _Indices:
+    """The kept index of a swap, on each device a state tensor lives on (moved once)."""
+
+    def __init__(self, swap: ParamSwap) -> None:
+        self._by_device = {swap.index.device: swap.index}
+
+    def on(self, device: torch.device) -> torch.Tensor:
+        if device not in self._by_device:
+            self._by_device[device] = next(iter(self._by_device.values())).to(device)
+        return self._by_device[device]
+
+
+def _unsplittable(state: State, shape: torch.Size) -> list[str]:
+    return [
+        key
+        for key, value in state.items()
+        if isinstance(value, torch.Tensor) and value.shape != shape and value.numel() > 1
+    ]
+
+
+@attrs.frozen(eq=False)
+class _Entry:
+    swap: ParamSwap
+    group: int
+    position: int
+    old_state: State | None  # the optimizer's own state dict of the parameter being replaced
+    new_state: State | None  # the state to install (None: no state)
+
+
+@attrs.frozen(eq=False)
+class PreparedOptimizer:
+    """The sliced optimizer state of the swapped parameters, not yet installed."""
+
+    optimizer: Any
+    swaps: tuple[ParamSwap, ...]
+    _entries: tuple[_Entry, ...]
+    _held: tuple[State | None, ...]  # full-size state to hold while reduced (maybe offloaded)
+
+    def commit(self) -> AppliedOptimizer:
+        """Point ``param_groups`` at the reduced parameters and install their state."""
+        _swap_in(self.optimizer, self._entries, lambda e: e.swap.full, lambda e: e.swap.reduced)
+        return AppliedOptimizer(self.optimizer, self.swaps, self._entries, self._held)
+
+
+def _swap_in(optimizer: Any, entries: Sequence[_Entry], old: Any, new: Any) -> None:
+    for entry in entries:
+        optimizer.param_groups[entry.group]["params"][entry.position] = new(entry)
+        optimizer.state.pop(old(entry), None)
+        if entry.new_state is not None:
+            optimizer.state[new(entry)] = entry.new_state
+
+
+def prepare(
+    optimizer: Any, swaps: Sequence[ParamSwap], *, offload: str | None = None
+) -> PreparedOptimizer:
+    """Slice the state of an existing optimizer for reduced parameters; change nothing.
+
+    Swaps whose full parameter the optimizer doesn't hold (frozen embeddings) are skipped.
+
+    Args:
+        optimizer: A ``torch.optim.Optimizer`` (or anything with ``param_groups`` and
+            ``state``) holding the full-size parameters.
+        swaps: ``PreparedEmbeddings.swaps``.
+        offload: ``"cpu"`` to hold the full-size state on the CPU while reduced.
+
+    Raises:
+        VocabError: The optimizer already holds a reduced parameter, keeps state that can't be
+            split by token (not the parameter's shape and not a scalar; bitsandbytes 8-bit).
+    """
+    if offload not in (None, "cpu"):
+        raise VocabError(f"'offload' must be None or 'cpu' (got {offload!r})")
+    positions = _positions(optimizer)
+    entries: list[_Entry] = []
+    held: list[State | None] = []
+    for swap in swaps:
+        if id(swap.reduced) in positions:
+            raise VocabError(
+                f"the optimizer already holds the reduced {_name(swap)}; it was created after "
+                "the plan was applied, so use prepare_restore/attach for it, not prepare"
+            )
+        where = positions.get(id(swap.full))
+        if where is None:
+            continue
+        _check_bnb(optimizer, swap.full, where, "sliced")
+        state: State | None = optimizer.state.get(swap.full)
+        new_state: State | None = None
+        kept: State | None = None
+        if state:
+            bad = _unsplittable(state, swap.full.shape)
+            if bad:
+                raise VocabError(
+                    f"{type(optimizer).__name__} keeps state {bad} for {_name(swap)} that is "
+                    "neither the parameter's shape nor a scalar, so it can't be split by token; "
+                    "apply the plan before creating the optimizer, or use an element-wise "
+                    "optimizer (Adam, AdamW, SGD, ...)"
+                )
+            indices = _Indices(swap)
+            new_state, kept = {}, {}
+            with torch.no_grad():
+                for key, value in state.items():
+                    if isinstance(value, torch.Tensor) and value.shape == swap.full.shape:
+                        index = indices.on(value.device)
+                        new_state[key] = value.index_select(swap.dim, index)
+                        off = offload == "cpu" and value.device.type != "cpu"
+                        kept[key] = value.to("cpu") if off else value
+                    else:  # scalars: Adam's step is updated in place, so each side owns one
+                        new_state[key] = value.clone() if isinstance(value, torch.Tensor) else value
+                        kept[key] = value
+        entries.append(_Entry(swap, where[0], where[1], state, new_state))
+        held.append(kept)
+    return PreparedOptimizer(optimizer, tuple(swaps), tuple(entries), tuple(held))
+
+
+def apply(
+    optimizer: Any, swaps: Sequence[ParamSwap], *, offload: str | None = None
+) -> AppliedOptimizer:
+    """Point an existing optimizer at reduced parameters: ``prepare(...).commit()``."""
+    return prepare(optimizer, swaps, offload=offload).commit()
+
+
+class AppliedOptimizer:
+    """Undo handle of an optimizer pointed at reduced parameters (resume case)."""
+
+    def __init__(
+        self,
+        optimizer: Any,
+        swaps: tuple[ParamSwap, ...],
+        entries: tuple[_Entry, ...],
+        held: tuple[State | None, ...],
+    ) -> None:
+        self.optimizer = optimizer
+        self.swaps = swaps
+        self._entries = entries
+        self._held = held
+        self._done = Done("optimizer")
+
+    def check_revert(self) -> None:
+        """Raise ``VocabError`` if a reduced parameter left the optimizer since apply."""
+        self._done.check()
+        _restore_positions(self.optimizer, [e.swap for e in self._entries], required=True)
+
+    def revert(self) -> None:
+        """Scatter the trained state into the full-size state; point back at full parameters."""
+        self.check_revert()
+        bases = {id(e.swap.full): held for e, held in zip(self._entries, self._held, strict=True)}
+        swaps = [e.swap for e in self._entries]
+        _prepare_restore(self.optimizer, swaps, bases, required=True).commit()
+        self._done.mark("reverted")
+
+    def rollback(self) -> None:
+        """Put the full parameters and their original state back, as if apply never happened."""
+        self._done.check()
+        for entry in self._entries:
+            group = self.optimizer.param_groups[entry.group]["params"]
+            group[entry.position] = entry.swap.full
+            self.optimizer.state.pop(entry.swap.reduced, None)
+            if entry.old_state is not None:
+                self.optimizer.state[entry.swap.full] = entry.old_state
+        self._done.mark("rolled back")
+
+
+def _restore_positions(
+    optimizer: Any, swaps: Sequence[ParamSwap], *, required: bool
+) -> list[tuple[ParamSwap, tuple[int, int]]]:
+    positions = _positions(optimizer)
+    found = []
+    for swap in swaps:
+        if id(swap.full) in positions:
+            raise VocabError(
+                f"the optimizer holds the full-size {_name(swap)} already; it was restored, "
+                "or created before the plan was applied (use prepare/apply at apply time then)"
+            )
+        where = positions.get(id(swap.reduced))
+        if where is None:
+            if required:
+                raise VocabError(
+                    f"the reduced {_name(swap)} is no longer in the optimizer; put it back "
+                    "in param_groups before reverting"
+                )
+            continue
+        found.append((swap, where))
+    return found
+
+
+def _prepare_restore(
+    optimizer: Any,
+    swaps: Sequence[ParamSwap],
+    bases: dict[int, State | None],
+    *,
+    required: bool,
+) -> PreparedRestore:
+    entries: list[_Entry] = []
+    for swap, where in _restore_positions(optimizer, swaps, required=required):
+        _check_bnb(optimizer, swap.reduced, where, "scattered back into the full-size state")
+        state: State | None = optimizer.state.get(swap.reduced)
+        base = bases.get(id(swap.full))
+        new_state: State | None
+        if not state:
+            new_state = None if base is None else _to_devices(base, swap)
+        elif _unsplittable(state, swap.reduced.shape):
+            warnings.warn(
+                f"{type(optimizer).__name__} keeps state "
+                f"{_unsplittable(state, swap.reduced.shape)} for {_name(swap)} that can't be "
+                "scattered back by token; that parameter's optimizer state starts afresh",
+                UserWarning,
+                stacklevel=3,
+            )
+            new_state = None
+        else:
+            new_state = _scatter(state, base or {}, swap)
+        entries.append(_Entry(swap, where[0], where[1], state, new_state))
+    return PreparedRestore(optimizer, tuple(swaps), tuple(entries))
+
+
+def _to_devices(base: State, swap: ParamSwap) -> State:
+    """Held full-size state, moved back to the device of the parameter if it was offloaded."""
+    device = swap.reduced.device
+    return {
+        key: value.to(device)
+        if isinstance(value, torch.Tensor) and value.shape == swap.full.shape
+        else value
+        for key, value in base.items()
+    }
+
+
+def _scatter(state: State, base: State, swap: ParamSwap) -> State:
+    """Full-size state: ``base`` (or zeros) with the reduced state's rows written in."""
+    indices = _Indices(swap)
+    full: State = {}
+    with torch.no_grad():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.shape == swap.reduced.shape:
+                held = base.get(key)
+                if isinstance(held, torch.Tensor) and held.shape == swap.full.shape:
+                    target = held.to(device=value.device, dtype=value.dtype)
+                else:
+                    target = value.new_zeros(swap.full.shape)
+                full[key] = target.index_copy_(swap.dim, indices.on(value.device), value)
+            else:
+                full[key] = value
+    return full
+
+
+@attrs.frozen(eq=False)
+class PreparedRestore:
+    """Full-size optimizer state computed from the reduced state, not yet installed."""
+
+    optimizer: Any
+    swaps: tuple[ParamSwap, ...]
+    _entries: tuple[_Entry, ...]
+
+    def commit(self) -> RestoredOptimizer:
+        """Point ``param_groups`` at the full parameters and install their full-size state."""
+        _swap_in(self.optimizer, self._entries, lambda e: e.swap.reduced, lambda e: e.swap.full)
+        return RestoredOptimizer(self.optimizer, self._entries)
+
+
+class RestoredOptimizer:
+    """Handle of a restored optimizer; ``rollback()`` puts the reduced parameters back."""
+
+    def __init__(self, optimizer: Any, entries: tuple[_Entry, ...]) -> None:
+        self.optimizer = optimizer
+        self._entries = entries
+        self._done = Done("optimizer")
+
+    def rollback(self) -> None:
+        """Undo the restore: reduced parameters and their state back in the optimizer."""
+        self._done.check()
+        for entry in self._entries:
+            group = self.optimizer.param_groups[entry.group]["params"]
+            group[entry.position] = entry.swap.reduced
+            self.optimizer.state.pop(entry.swap.full, None)
+            if entry.old_state is not None:
+                self.optimizer.state[entry.swap.reduced] = entry.old_state
+        self._done.mark("rolled back")
+
+
+def prepare_restore(optimizer: Any, swaps: Sequence[ParamSwap]) -> PreparedRestore:
+    """Compute full-size state for an optimizer created while reduced; change nothing.
+
+    Call it when reverting, before the embeddings are reverted or after (it only needs the
+    swaps). Dropped rows get zero state; swaps whose reduced parameter the optimizer doesn't
+    hold (frozen embeddings) are skipped.
+
+    Raises:
+        VocabError: The optimizer holds a full-size parameter of ``swaps`` (already restored),
+            or keeps bitsandbytes 8-bit state for one.
+    """
+    return _prepare_restore(optimizer, swaps, {}, required=False)
+
+
+class AttachedOptimizer:
+    """Undo handle for an optimizer created while reduced: ``revert()`` restores it."""
+
+    def __init__(self, optimizer: Any, swaps: tuple[ParamSwap, ...]) -> None:
+        self.optimizer = optimizer
+        self.swaps = swaps
+        self._done = Done("optimizer")
+
+    def check_revert(self) -> None:
+        """Raise ``VocabError`` if the optimizer can't be restored (see ``prepare_restore``)."""
+        self._done.check()
+        for swap, where in _restore_positions(self.optimizer, self.swaps, required=False):
+            _check_bnb(self.optimizer, swap.reduced, where, "scattered back")
+
+    def revert(self) -> None:
+        """Point the optimizer at the full parameters with zero-filled, scattered state."""
+        self.check_revert()
+        prepare_restore(self.optimizer, self.swaps).commit()
+        self._done.mark("reverted")
+
+    def rollback(self) -> None:
+        """Forget the optimizer; it is left as it is."""
+        self._done.check()
+        self._done.mark("rolled back")
+
+
+def attach(optimizer: Any, swaps: Sequence[ParamSwap]) -> AttachedOptimizer:
+    """Register an optimizer created while reduced, to be restored on ``revert()``.
+
+    Raises:
+        VocabError: ``optimizer`` has no ``param_groups``, or holds a full-size parameter.
+    """
+    _restore_positions(optimizer, swaps, required=False)
+    return AttachedOptimizer(optimizer, tuple(swaps))

@@ -1,0 +1,427 @@
+"""Count the tokens of a corpus and build a plan from them.
+
+:func:`count_tokens` is the map step of a map-reduce (its :class:`vocabcore.TokenCounts`
+add up across shards); :func:`plan_from_texts` counts and builds the plan in one call.
+Texts are encoded in batches with the tokenizer's own batch API (all cores for fast
+tokenizers) and counted with ``numpy.bincount``; nothing is kept per text.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from itertools import chain, islice
+from typing import Any
+
+import numpy as np
+
+from vocab_adapters.fingerprint import backend_of, fingerprint, tokenizer_size
+from vocabcore import TokenCounts, VocabError, VocabPlan
+
+__all__ = ["count_tokens", "plan_from_texts"]
+
+_Batch = list[Any]
+_Encoder = Callable[[_Batch, str], list[list[int]]]
+
+
+def _is_dataset(texts: Any) -> bool:
+    module = type(texts).__module__ or ""
+    return module.startswith("datasets.") and hasattr(texts, "column_names")
+
+
+def _dataset_columns(dataset: Any, columns: str | Sequence[str] | None) -> list[str]:
+    names = list(dataset.column_names or ())
+    if columns is not None:
+        chosen = [columns] if isinstance(columns, str) else list(columns)
+        if not 1 <= len(chosen) <= 2:
+            raise VocabError(
+                f"'columns' must name one text column or two (a pair) (got {chosen!r})"
+            )
+        missing = [c for c in chosen if c not in names]
+        if missing:
+            raise VocabError(
+                f"'columns' names {missing!r}, which the dataset lacks; it has {names!r}"
+            )
+        return chosen
+    if "text" in names:
+        return ["text"]
+    features = getattr(dataset, "features", None) or {}
+    strings = [
+        n for n in names if getattr(features.get(n), "dtype", None) in ("string", "large_string")
+    ]
+    if len(strings) == 1:
+        return strings
+    raise VocabError(
+        f"cannot tell which column holds the text (columns {names!r}); pass columns='name' "
+        "(or two names for text pairs)"
+    )
+
+
+def _dataset_batches(dataset: Any, columns: list[str], batch_size: int) -> Iterator[_Batch]:
+    for rows in dataset.iter(batch_size=batch_size):
+        if len(columns) == 1:
+            yield list(rows[columns[0]])
+        else:
+            yield list(zip(rows[columns[0]], rows[columns[1]], strict=True))
+
+
+def _batches(texts: Iterable[Any], batch_size: int) -> Iterator[_Batch]:
+    iterator = iter(texts)
+    while True:
+        batch = list(islice(iterator, batch_size))
+        if not batch:
+            return
+        yield batch
+
+
+def _kind_of(item: Any) -> str:
+    """``'text'``, ``'pair'`` or ``'words'`` for one input item."""
+    if isinstance(item, str):
+        return "text"
+    if isinstance(item, (tuple, list)):
+        if len(item) == 2 and all(isinstance(x, str) for x in item) and isinstance(item, tuple):
+            return "pair"
+        if all(isinstance(x, str) for x in item):
+            return "words"
+        if len(item) == 2 and all(isinstance(x, (list, tuple)) for x in item):
+            return "word_pair"
+    raise VocabError(
+        "texts must hold str, (str, str) pairs or pre-split word lists "
+        f"(got {type(item).__name__} {item!r:.80})"
+    )
+
+
+def _uses_plain_backend(tokenizer: Any, backend: Any) -> bool:
+    """Whether ``tokenizer(batch)`` is exactly ``backend.encode_batch`` (no overrides)."""
+    try:
+        from transformers import PreTrainedTokenizerFast
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return False
+    if not isinstance(tokenizer, PreTrainedTokenizerFast):
+        return False
+    names = ("__call__", "_call_one", "_encode_plus", "_batch_encode_plus", "encode_plus")
+    for name in names:
+        if getattr(type(tokenizer), name, None) is not getattr(PreTrainedTokenizerFast, name, None):
+            return False
+    return not getattr(tokenizer, "split_special_tokens", False)
+
+
+@contextmanager
+def _settings_kept(backend: Any) -> Iterator[None]:
+    """Restore the backend's padding and truncation, which HF's ``__call__`` overwrites."""
+    if backend is None:
+        yield
+        return
+    padding, truncation = backend.padding, backend.truncation
+    try:
+        yield
+    finally:
+        if padding is None:
+            backend.no_padding()
+        else:
+            backend.enable_padding(**{k: v for k, v in padding.items() if k != "strategy"})
+        if truncation is None:
+            backend.no_truncation()
+        else:
+            backend.enable_truncation(**truncation)
+
+
+def _encoder_for(tokenizer: Any) -> _Encoder:
+    backend = backend_of(tokenizer)
+    if backend is not None and (backend is tokenizer or _uses_plain_backend(tokenizer, backend)):
+        fast = getattr(backend, "encode_batch_fast", None) or backend.encode_batch
+
+        def encode_backend(batch: _Batch, kind: str) -> list[list[int]]:
+            if kind == "word_pair":
+                batch = [(list(a), list(b)) for a, b in batch]
+            with _settings_kept(backend):
+                # count the texts' own tokens: no pads, nothing cut off
+                backend.no_padding()
+                backend.no_truncation()
+                encodings = fast(
+                    batch,
+                    add_special_tokens=True,
+                    is_pretokenized=kind in ("words", "word_pair"),
+                )
+            return [e.ids for e in encodings]
+
+        return encode_backend
+
+    def encode_hf(batch: _Batch, kind: str) -> list[list[int]]:
+        options: dict[str, Any] = {"add_special_tokens": True, "truncation": False}
+        if kind in ("words", "word_pair"):
+            options["is_split_into_words"] = True
+        with _settings_kept(backend):
+            if kind in ("pair", "word_pair"):
+                first = [a for a, _ in batch]
+                second = [b for _, b in batch]
+                out = tokenizer(first, second, **options)
+            else:
+                out = tokenizer(batch, **options)
+        ids: list[list[int]] = out["input_ids"]
+        return ids
+
+    return encode_hf
+
+
+def _progress(total: int | None, progress: bool | None, batch_size: int) -> Any:
+    show = progress
+    if show is None:
+        show = sys.stderr.isatty() and (total is None or total > 10 * batch_size)
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="text", desc="counting tokens")
+
+
+def _name_of(tokenizer: Any) -> str:
+    name = getattr(tokenizer, "name_or_path", None)
+    return str(name) if name else type(tokenizer).__name__
+
+
+def _count_array(
+    tokenizer: Any,
+    texts: Any,
+    batch_size: int,
+    columns: str | Sequence[str] | None,
+    progress: bool | None,
+    num_proc: int | None,
+) -> tuple[np.ndarray[Any, np.dtype[np.int64]], int]:
+    size = tokenizer_size(tokenizer)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise VocabError(f"'batch_size' must be an int >= 1 (got {batch_size!r})")
+    if isinstance(texts, (str, bytes)):
+        raise VocabError("'texts' must be an iterable of texts, not a single str; wrap it: [text]")
+    if num_proc is not None and num_proc > 1:
+        if not _is_dataset(texts) or not hasattr(texts, "map") or not hasattr(texts, "__len__"):
+            raise NotImplementedError(
+                "num_proc > 1 needs a datasets.Dataset; pass one (Dataset.from_dict({'text': "
+                "texts})) or count shards separately with count_tokens and add the results"
+            )
+        return _count_dataset_parallel(tokenizer, texts, batch_size, columns, num_proc, size)
+    if _is_dataset(texts):
+        cols = _dataset_columns(texts, columns)
+        batches: Iterator[_Batch] = _dataset_batches(texts, cols, batch_size)
+    else:
+        if columns is not None:
+            raise VocabError("'columns' only applies to a datasets.Dataset input")
+        batches = _batches(texts, batch_size)
+    total = len(texts) if hasattr(texts, "__len__") else None
+    encode = _encoder_for(tokenizer)
+    counts = np.zeros(size, dtype=np.int64)
+    n_texts = 0
+    bar = _progress(total, progress, batch_size)
+    try:
+        for batch in batches:
+            kind = _kind_of(batch[0])
+            for item in batch:
+                if _kind_of(item) != kind:
+                    raise VocabError(
+                        f"texts mix kinds ({kind} and {_kind_of(item)}); pass one kind: str, "
+                        "(str, str) pairs, or pre-split word lists"
+                    )
+            id_lists = encode(batch, kind)
+            flat = np.fromiter(chain.from_iterable(id_lists), dtype=np.int64)
+            if flat.size:
+                if flat.min() < 0 or flat.max() >= size:
+                    raise VocabError(
+                        f"the tokenizer produced id {int(flat.max())} beyond its size {size}; "
+                        "its vocabulary is inconsistent"
+                    )
+                counts += np.bincount(flat, minlength=size)
+            n_texts += len(batch)
+            if bar is not None:
+                bar.update(len(batch))
+    finally:
+        if bar is not None:
+            bar.close()
+    return counts, n_texts
+
+
+def _count_dataset_parallel(
+    tokenizer: Any,
+    dataset: Any,
+    batch_size: int,
+    columns: str | Sequence[str] | None,
+    num_proc: int,
+    size: int,
+) -> tuple[np.ndarray[Any, np.dtype[np.int64]], int]:
+    cols = _dataset_columns(dataset, columns)
+    encode = _encoder_for(tokenizer)
+
+    def count_batch(rows: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        if len(cols) == 1:
+            batch: _Batch = list(rows[cols[0]])
+        else:
+            batch = list(zip(rows[cols[0]], rows[cols[1]], strict=True))
+        flat = np.fromiter(chain.from_iterable(encode(batch, _kind_of(batch[0]))), np.int64)
+        ids, freq = np.unique(flat, return_counts=True)
+        return {"ids": [ids.tolist()], "freq": [freq.tolist()], "n": [len(batch)]}
+
+    shards = dataset.map(
+        count_batch,
+        batched=True,
+        batch_size=batch_size,
+        num_proc=num_proc,
+        remove_columns=list(dataset.column_names),
+        load_from_cache_file=False,
+        desc="counting tokens",
+    )
+    counts = np.zeros(size, dtype=np.int64)
+    n_texts = 0
+    for row in shards:
+        np.add.at(counts, np.asarray(row["ids"], dtype=np.int64), row["freq"])
+        n_texts += row["n"]
+    return counts, n_texts
+
+
+def count_tokens(
+    tokenizer: Any,
+    texts: Iterable[Any],
+    batch_size: int = 1000,
+    *,
+    columns: str | Sequence[str] | None = None,
+    progress: bool | None = None,
+    num_proc: int | None = None,
+) -> TokenCounts:
+    """Count how often each id of ``tokenizer`` occurs in ``texts`` (special tokens included).
+
+    Args:
+        tokenizer: A Hugging Face tokenizer (fast or slow) or a ``tokenizers.Tokenizer``.
+        texts: Texts (str), text pairs (tuples of two str), pre-split word lists, or a
+            ``datasets.Dataset`` / ``IterableDataset``; any iterable, streamed in batches.
+        batch_size: Texts per call of the tokenizer's batch API.
+        columns: For a dataset, the text column, or two columns for pairs (default: ``text``
+            or the only string column).
+        progress: Show a tqdm bar; default: on a terminal, for long input.
+        num_proc: Processes for a ``datasets.Dataset`` (``Dataset.map``); other inputs raise
+            ``NotImplementedError`` for ``num_proc > 1``.
+
+    Returns:
+        Counts carrying ``fingerprint(tokenizer)``, to add up across shards.
+
+    >>> from tokenizers import Tokenizer, models, pre_tokenizers
+    >>> tok = Tokenizer(models.WordLevel({"<unk>": 0, "a": 1, "b": 2}, "<unk>"))
+    >>> tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    >>> count_tokens(tok, ["a a", "b c"]).counts
+    (1, 2, 1)
+    """
+    counts, _ = _count_array(tokenizer, texts, batch_size, columns, progress, num_proc)
+    return TokenCounts(len(counts), counts.tolist(), fingerprint(tokenizer))
+
+
+def _special_ids(tokenizer: Any, size: int) -> set[int]:
+    backend = backend_of(tokenizer)
+    ids: set[int] = set()
+    if backend is not None:
+        ids.update(backend.get_added_tokens_decoder().keys())
+    if backend is not tokenizer:
+        ids.update(i for i in getattr(tokenizer, "all_special_ids", ()) or () if i is not None)
+        decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
+        ids.update(decoder.keys())
+    return {int(i) for i in ids if 0 <= int(i) < size}
+
+
+def _resolve_keep(tokenizer: Any, keep: Iterable[int | str], size: int) -> set[int]:
+    out: set[int] = set()
+    vocab: dict[str, int] | None = None
+    for item in keep:
+        if isinstance(item, str):
+            if vocab is None:
+                vocab = dict(tokenizer.get_vocab())
+            found = vocab.get(item)
+            if found is None:
+                raise VocabError(
+                    f"'keep' names token {item!r}, which the tokenizer lacks; pass tokens of "
+                    "its vocabulary or ids"
+                )
+            out.add(int(found))
+        elif isinstance(item, bool) or not isinstance(item, int) or not 0 <= item < size:
+            raise VocabError(
+                f"'keep' must hold token strings or ids below len(tokenizer) {size} "
+                f"(got {item!r})"
+            )
+        else:
+            out.add(item)
+    return out
+
+
+def _slow_bpe_closure(tokenizer: Any, plan: VocabPlan) -> VocabPlan:
+    encoder = getattr(tokenizer, "encoder", None)
+    ranks = getattr(tokenizer, "bpe_ranks", None)
+    if not isinstance(encoder, dict) or not isinstance(ranks, dict):
+        return plan
+    from vocab_adapters.bpe_closure import close_plan
+
+    merges = [pair for pair, _ in sorted(ranks.items(), key=lambda item: item[1])]
+    alphabet = getattr(tokenizer, "byte_encoder", None)
+    if isinstance(alphabet, dict):
+        extra = {encoder[c] for c in alphabet.values() if c in encoder} - set(plan.kept)
+        if extra:
+            plan = VocabPlan(
+                plan.vocab_size, sorted(extra.union(plan.kept)), plan.fingerprint, plan.metadata
+            )
+    return close_plan(plan, encoder, merges)
+
+
+def plan_from_texts(
+    tokenizer: Any,
+    texts: Iterable[Any],
+    min_count: int = 1,
+    keep: Iterable[int | str] = (),
+    batch_size: int = 1000,
+    *,
+    columns: str | Sequence[str] | None = None,
+    progress: bool | None = None,
+    num_proc: int | None = None,
+) -> VocabPlan:
+    """The plan keeping the tokens ``texts`` use, plus what exact encoding needs.
+
+    Keeps ids seen at least ``min_count`` times, every special and added token, ``keep``
+    (ids or token strings), and for fast tokenizers what the model needs to encode any text
+    in range and the corpus exactly: the byte-level alphabet (byte-level BPE), the
+    ``<0x00>`` .. ``<0xFF>`` pieces (``byte_fallback``), BPE merge closure and the
+    lowest-scoring Unigram piece. The plan carries ``fingerprint(tokenizer)`` and metadata
+    (tokenizer, ``min_count``, number of texts and tokens). Arguments as in
+    :func:`count_tokens`.
+
+    >>> from tokenizers import Tokenizer, models, pre_tokenizers
+    >>> tok = Tokenizer(models.WordLevel({"<unk>": 0, "a": 1, "b": 2, "c": 3}, "<unk>"))
+    >>> tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    >>> plan_from_texts(tok, ["a c"], keep=["<unk>"]).kept
+    (0, 1, 3)
+    """
+    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
+        raise VocabError(f"'min_count' must be an int >= 1 (got {min_count!r})")
+    size = tokenizer_size(tokenizer)
+    keep_ids = _resolve_keep(tokenizer, keep, size)
+    counts, n_texts = _count_array(tokenizer, texts, batch_size, columns, progress, num_proc)
+    keep_ids |= _special_ids(tokenizer, size)
+    backend = backend_of(tokenizer)
+    document = None
+    if backend is not None:
+        from vocab_adapters.fast_tokenizer import SUPPORTED_MODELS, fallback_ids
+        from vocab_adapters.fingerprint import tokenizer_document
+
+        _, document = tokenizer_document(backend)
+        if document["model"].get("type") in SUPPORTED_MODELS:
+            keep_ids |= {i for i in fallback_ids(document) if i < size}
+        else:
+            document = None
+    metadata = {
+        "tokenizer": _name_of(tokenizer),
+        "min_count": min_count,
+        "num_texts": n_texts,
+        "num_tokens": int(counts.sum()),
+    }
+    chosen = np.flatnonzero(counts >= min_count).tolist()
+    plan = VocabPlan(
+        size, sorted(keep_ids.union(chosen)), fingerprint(tokenizer), metadata
+    )
+    if document is not None:
+        from vocab_adapters.fast_tokenizer import close_plan_for
+
+        return close_plan_for(plan, tokenizer)
+    return _slow_bpe_closure(tokenizer, plan)

@@ -1,0 +1,144 @@
+"""plan_from_texts and count_tokens: every input kind, special tokens, metadata."""
+
+from __future__ import annotations
+
+from collections import Counter
+from itertools import chain
+from typing import Any
+
+import pytest
+from tokenizers import Tokenizer
+
+from vocab_adapters.fingerprint import fingerprint
+from vocab_adapters.texts import count_tokens, plan_from_texts
+from vocabcore import TokenCounts, VocabError
+
+
+def naive_counts(tok: Tokenizer, texts: list[Any], **kwargs: Any) -> Counter[int]:
+    return Counter(chain.from_iterable(e.ids for e in tok.encode_batch(texts, **kwargs)))
+
+
+def test_counts_match_naive(wordpiece_tokenizer: Tokenizer, corpus_texts: list[str]) -> None:
+    texts = corpus_texts[:50]
+    counts = count_tokens(wordpiece_tokenizer, texts, batch_size=7)
+    assert isinstance(counts, TokenCounts)
+    assert counts.fingerprint == fingerprint(wordpiece_tokenizer)
+    expected = naive_counts(wordpiece_tokenizer, texts)
+    assert {i: c for i, c in enumerate(counts.counts) if c} == dict(expected)
+
+
+def test_hf_matches_bare(
+    hf_trained_tokenizers: dict[str, Any],
+    trained_tokenizers: dict[str, Tokenizer],
+    corpus_texts: list[str],
+) -> None:
+    for name, hf in hf_trained_tokenizers.items():
+        texts = corpus_texts[:20]
+        assert count_tokens(hf, texts) == count_tokens(trained_tokenizers[name], texts), name
+        hf_counts = Counter(chain.from_iterable(hf(texts)["input_ids"]))
+        assert {i: c for i, c in enumerate(count_tokens(hf, texts).counts) if c} == dict(hf_counts)
+
+
+def test_pairs_and_words(hf_wordpiece_tokenizer: Any, corpus_texts: list[str]) -> None:
+    tok = hf_wordpiece_tokenizer
+    first, second = corpus_texts[:10], corpus_texts[10:20]
+    pairs = list(zip(first, second, strict=True))
+    got = count_tokens(tok, pairs)
+    expected = Counter(chain.from_iterable(tok(first, second)["input_ids"]))
+    assert {i: c for i, c in enumerate(got.counts) if c} == dict(expected)
+    words = [t.split() for t in first]
+    got = count_tokens(tok, words)
+    expected = Counter(chain.from_iterable(tok(words, is_split_into_words=True)["input_ids"]))
+    assert {i: c for i, c in enumerate(got.counts) if c} == dict(expected)
+
+
+def test_streamed_generator(wordlevel_tokenizer: Tokenizer, corpus_texts: list[str]) -> None:
+    consumed = []
+
+    def gen() -> Any:
+        for t in corpus_texts[:30]:
+            consumed.append(t)
+            yield t
+
+    plan = plan_from_texts(wordlevel_tokenizer, gen(), batch_size=4)
+    assert len(consumed) == 30
+    assert plan.metadata["num_texts"] == 30
+
+
+def test_specials_keep_and_metadata(hf_unigram_tokenizer: Any, corpus_texts: list[str]) -> None:
+    tok = hf_unigram_tokenizer
+    plan = plan_from_texts(tok, corpus_texts[:5], keep=["▁the", 7], min_count=2)
+    for i in (*tok.all_special_ids, *tok.added_tokens_decoder):
+        assert plan.is_kept(i)
+    assert plan.is_kept(tok.convert_tokens_to_ids("▁the")) and plan.is_kept(7)
+    assert plan.fingerprint == fingerprint(tok)
+    assert plan.metadata["tokenizer"] == "local/unigram"
+    assert plan.metadata["min_count"] == 2
+    assert plan.metadata["num_texts"] == 5
+    assert plan.metadata["num_tokens"] > 5
+
+
+def test_byte_alphabet_and_fallback_kept(
+    bytelevel_bpe_tokenizer: Tokenizer, byte_fallback_bpe_tokenizer: Tokenizer
+) -> None:
+    from tokenizers import pre_tokenizers
+
+    plan = plan_from_texts(bytelevel_bpe_tokenizer, ["a"])
+    for c in pre_tokenizers.ByteLevel.alphabet():
+        assert plan.is_kept(bytelevel_bpe_tokenizer.token_to_id(c))
+    plan = plan_from_texts(byte_fallback_bpe_tokenizer, ["a"])
+    for b in range(256):
+        assert plan.is_kept(byte_fallback_bpe_tokenizer.token_to_id(f"<0x{b:02X}>"))
+
+
+def test_dataset_columns(wordpiece_tokenizer: Tokenizer, corpus_texts: list[str]) -> None:
+    datasets = pytest.importorskip("datasets")
+    texts = corpus_texts[:25]
+    ds = datasets.Dataset.from_dict({"body": texts, "label": list(range(25))})
+    assert count_tokens(wordpiece_tokenizer, ds) == count_tokens(wordpiece_tokenizer, texts)
+    streamed = ds.to_iterable_dataset()
+    got = count_tokens(wordpiece_tokenizer, streamed, columns="body")
+    assert got == count_tokens(wordpiece_tokenizer, texts)
+    pairs = datasets.Dataset.from_dict({"a": texts, "b": texts[::-1]})
+    got = count_tokens(wordpiece_tokenizer, pairs, columns=["a", "b"])
+    assert got == count_tokens(wordpiece_tokenizer, list(zip(texts, texts[::-1], strict=True)))
+    with pytest.raises(VocabError, match="cannot tell which column"):
+        count_tokens(wordpiece_tokenizer, pairs)
+    with pytest.raises(VocabError, match="lacks"):
+        count_tokens(wordpiece_tokenizer, ds, columns="nope")
+
+
+def test_num_proc_dataset(hf_wordpiece_tokenizer: Any, corpus_texts: list[str]) -> None:
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_dict({"text": corpus_texts[:40]})
+    got = count_tokens(hf_wordpiece_tokenizer, ds, batch_size=10, num_proc=2)
+    assert got == count_tokens(hf_wordpiece_tokenizer, corpus_texts[:40])
+    with pytest.raises(NotImplementedError, match=r"datasets\.Dataset"):
+        count_tokens(hf_wordpiece_tokenizer, corpus_texts[:4], num_proc=2)
+
+
+def test_bad_input(wordpiece_tokenizer: Tokenizer) -> None:
+    with pytest.raises(VocabError, match="not a single str"):
+        plan_from_texts(wordpiece_tokenizer, "a text")
+    with pytest.raises(VocabError, match="mix kinds"):
+        plan_from_texts(wordpiece_tokenizer, ["a", ["b", "c"]])
+    with pytest.raises(VocabError, match="texts must hold"):
+        plan_from_texts(wordpiece_tokenizer, [1, 2])
+    with pytest.raises(VocabError, match="lacks"):
+        plan_from_texts(wordpiece_tokenizer, ["a"], keep=["no-such-token-xyz"])
+    with pytest.raises(VocabError, match="min_count"):
+        plan_from_texts(wordpiece_tokenizer, ["a"], min_count=0)
+
+
+def test_slow_tokenizer_counts_like_fast(minilm_tokenizer: Any, corpus_texts: list[str]) -> None:
+    import transformers
+
+    slow_cls = getattr(transformers, "BertTokenizer", None)
+    if slow_cls is None or getattr(slow_cls, "is_fast", False) is True or int(
+        transformers.__version__.split(".")[0]
+    ) >= 5:
+        pytest.skip("no slow BERT tokenizer in this transformers")
+    slow = slow_cls.from_pretrained(minilm_tokenizer.name_or_path)
+    texts = corpus_texts[:15]
+    assert count_tokens(slow, texts).counts == count_tokens(minilm_tokenizer, texts).counts
+    assert plan_from_texts(slow, texts) == plan_from_texts(minilm_tokenizer, texts)

@@ -59,7 +59,8 @@ def _train(
         enumerate(_batches(texts, 16, steps, seed=0)),
         total=steps,
         desc=desc,
-        disable=None,
+        disable=False,
+        mininterval=1.0,
     )
     for step, batch in bar:
         encoded = tokenizer(

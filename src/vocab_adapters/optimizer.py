@@ -87,8 +87,12 @@ def _is_bnb(optimizer: Any) -> bool:
     return type(optimizer).__module__.startswith("bitsandbytes")
 
 
-def _bnb_bits(optimizer: Any, param: torch.Tensor, where: tuple[int, int]) -> int:
-    """Effective ``optim_bits`` of a bitsandbytes optimizer for one parameter."""
+def _bnb_bits(optimizer: Any, swap: ParamSwap, param: torch.Tensor, where: tuple[int, int]) -> int:
+    """Effective ``optim_bits`` of a bitsandbytes optimizer for one parameter.
+
+    Overrides registered for either side of the swap count: bitsandbytes resolves module
+    overrides lazily, at its first step, to whatever parameter the module holds then.
+    """
     args = getattr(optimizer, "args", None)
     bits = int(getattr(args, "optim_bits", 32))
     min_size = int(getattr(args, "min_8bit_size", 4096))
@@ -96,22 +100,26 @@ def _bnb_bits(optimizer: Any, param: torch.Tensor, where: tuple[int, int]) -> in
     overrides: dict[str, Any] = {}
     if manager is not None:
         for module, attr, config in getattr(manager, "module_weight_config_triple", []):
-            if getattr(module, attr, None) is param:
+            if any(getattr(module, attr, None) is p for p in (swap.full, swap.reduced)):
                 overrides.update(config)
-        overrides.update(getattr(manager, "pid2config", {}).get(id(param), {}))
+        for p in (swap.full, swap.reduced):
+            overrides.update(getattr(manager, "pid2config", {}).get(id(p), {}))
         overrides.update(getattr(manager, "index2config", {}).get(where, {}))
     bits = int(overrides.get("optim_bits", bits))
     return 32 if param.numel() < min_size else bits
 
 
-def _check_bnb(optimizer: Any, param: torch.Tensor, where: tuple[int, int], when: str) -> None:
+def _check_bnb(
+    optimizer: Any, swap: ParamSwap, full: bool, where: tuple[int, int], when: str
+) -> None:
     if not _is_bnb(optimizer):
         return
+    param = swap.full if full else swap.reduced
     state = optimizer.state.get(param, {})
     quantized = any(
         isinstance(v, torch.Tensor) and v.dtype in (torch.uint8, torch.int8) for v in state.values()
     )
-    if quantized or (not state and _bnb_bits(optimizer, param, where) == 8):
+    if quantized or (not state and _bnb_bits(optimizer, swap, param, where) == 8):
         raise VocabError(
             f"{type(optimizer).__name__} keeps 8-bit state for the embeddings, quantized in "
             f"blocks across token rows, which can't be {when}; override the embeddings to "
@@ -204,7 +212,7 @@ def prepare(
         where = positions.get(id(swap.full))
         if where is None:
             continue
-        _check_bnb(optimizer, swap.full, where, "sliced")
+        _check_bnb(optimizer, swap, True, where, "sliced")
         state: State | None = optimizer.state.get(swap.full)
         new_state: State | None = None
         kept: State | None = None
@@ -314,7 +322,7 @@ def _prepare_restore(
 ) -> PreparedRestore:
     entries: list[_Entry] = []
     for swap, where in _restore_positions(optimizer, swaps, required=required):
-        _check_bnb(optimizer, swap.reduced, where, "scattered back into the full-size state")
+        _check_bnb(optimizer, swap, False, where, "scattered back into the full-size state")
         state: State | None = optimizer.state.get(swap.reduced)
         base = bases.get(id(swap.full))
         new_state: State | None
@@ -424,7 +432,7 @@ class AttachedOptimizer:
         """Raise ``VocabError`` if the optimizer can't be restored (see ``prepare_restore``)."""
         self._done.check()
         for swap, where in _restore_positions(self.optimizer, self.swaps, required=False):
-            _check_bnb(self.optimizer, swap.reduced, where, "scattered back")
+            _check_bnb(self.optimizer, swap, False, where, "scattered back")
 
     def revert(self) -> None:
         """Point the optimizer at the full parameters with zero-filled, scattered state."""

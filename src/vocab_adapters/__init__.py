@@ -19,14 +19,21 @@ if TYPE_CHECKING:
         revert_plan,
         track_optimizer,
     )
-    from vocab_adapters.texts import count_tokens, plan_from_texts
+    from vocab_adapters.texts import (
+        count_tokens,
+        count_tokens_parallel,
+        plan_from_counts,
+        plan_from_texts,
+    )
 
 __all__ = [
     "AppliedPlan",
     "apply_plan",
     "count_tokens",
+    "count_tokens_parallel",
     "export_reduced",
     "fingerprint",
+    "plan_from_counts",
     "plan_from_texts",
     "reduced_vocab",
     "revert_plan",
@@ -42,6 +49,8 @@ _HOMES = {
     "fingerprint": "fingerprint",
     "plan_from_texts": "texts",
     "count_tokens": "texts",
+    "count_tokens_parallel": "texts",
+    "plan_from_counts": "texts",
     "export_reduced": "export",
 }
 

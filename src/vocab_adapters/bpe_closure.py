@@ -49,9 +49,7 @@ def merge_table(
     return table
 
 
-def _initial_symbols(
-    token: str, prefix: str, suffix: str
-) -> list[str]:
+def _initial_symbols(token: str, prefix: str, suffix: str) -> list[str]:
     """The symbols BPE starts from when ``token`` is a span of a word on its own."""
     inner = False
     body = token

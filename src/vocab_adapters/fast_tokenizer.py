@@ -57,6 +57,7 @@ __all__ = [
 
 SUPPORTED_MODELS = ("BPE", "Unigram", "WordLevel", "WordPiece")
 
+
 class _Registry:
     """Which tokenizers hold an applied plan (weakly where the object allows it)."""
 
@@ -133,9 +134,7 @@ def _token_name(document: Mapping[str, Any], old_id: int) -> str:
     return "?"
 
 
-def _new_id(
-    plan: VocabPlan, document: Mapping[str, Any], old_id: Any, what: str
-) -> int:
+def _new_id(plan: VocabPlan, document: Mapping[str, Any], old_id: Any, what: str) -> int:
     if isinstance(old_id, bool) or not isinstance(old_id, int) or not 0 <= old_id < plan.vocab_size:
         raise PlanMismatchError(
             f"{what} uses id {old_id!r}, outside the plan's vocab_size {plan.vocab_size}; "

@@ -157,9 +157,16 @@ def apply_plan(
 
     Raises:
         PlanMismatchError: The plan was built for another tokenizer or vocabulary size.
-        VocabError: Any other invalid input, or the targets are already reduced.
+        VocabError: Any other invalid input, the targets are already reduced, or the model
+            is already wrapped for distributed training (DDP, FSDP, DeepSpeed: apply first,
+            then wrap; see :mod:`vocab_adapters.distributed`).
     """
     _check_targets(plan, model, tokenizer, optimizer)
+    if model is not None:
+        from vocab_adapters.distributed import check_peft_apply, check_unwrapped
+
+        check_unwrapped(model, "apply")
+        check_peft_apply(model)
     prepared: list[tuple[str, Prepared]] = []
     swaps: tuple[Any, ...] = ()
     if tokenizer is not None:
@@ -195,7 +202,8 @@ def revert_plan(applied: AppliedPlan, *, optimizer: Any = None) -> None:
 
     Raises:
         VocabError: The plan was already reverted, or a target was changed by something else
-            in a way that makes revert unsafe; nothing is changed then.
+            in a way that makes revert unsafe, or the model is still wrapped for distributed
+            training (unwrap first); nothing is changed then.
     """
     if not isinstance(applied, AppliedPlan):
         raise VocabError(
@@ -206,6 +214,11 @@ def revert_plan(applied: AppliedPlan, *, optimizer: Any = None) -> None:
         raise VocabError(
             "this plan was already reverted; revert_plan is called once per apply_plan"
         )
+    if applied.model is not None:
+        from vocab_adapters.distributed import check_peft_revert, check_unwrapped
+
+        check_unwrapped(applied.model, "revert")
+        check_peft_revert(applied.model, (swap.reduced for swap in applied.swaps))
     if optimizer is not None:
         applied.track(optimizer)
     restores: list[Any] = []

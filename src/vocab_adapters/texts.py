@@ -9,7 +9,7 @@ tokenizers) and counted with ``numpy.bincount``; nothing is kept per text.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from contextlib import contextmanager
 from itertools import chain, islice
 from typing import Any
@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from vocab_adapters.fingerprint import backend_of, fingerprint, tokenizer_size
-from vocabcore import TokenCounts, VocabError, VocabPlan
+from vocabcore import PlanMismatchError, TokenCounts, VocabError, VocabPlan
 
-__all__ = ["count_tokens", "plan_from_texts"]
+__all__ = ["count_tokens", "count_tokens_parallel", "plan_from_counts", "plan_from_texts"]
 
 _Batch = list[Any]
 _Encoder = Callable[[_Batch, str], list[list[int]]]
@@ -195,12 +195,9 @@ def _count_array(
     if isinstance(texts, (str, bytes)):
         raise VocabError("'texts' must be an iterable of texts, not a single str; wrap it: [text]")
     if num_proc is not None and num_proc > 1:
-        if not _is_dataset(texts) or not hasattr(texts, "map") or not hasattr(texts, "__len__"):
-            raise NotImplementedError(
-                "num_proc > 1 needs a datasets.Dataset; pass one (Dataset.from_dict({'text': "
-                "texts})) or count shards separately with count_tokens and add the results"
-            )
-        return _count_dataset_parallel(tokenizer, texts, batch_size, columns, num_proc, size)
+        if _is_dataset(texts) and hasattr(texts, "map") and hasattr(texts, "__len__"):
+            return _count_dataset_parallel(tokenizer, texts, batch_size, columns, num_proc, size)
+        return _count_in_pool(tokenizer, texts, num_proc, batch_size, columns, progress)
     if _is_dataset(texts):
         cols = _dataset_columns(texts, columns)
         batches: Iterator[_Batch] = _dataset_batches(texts, cols, batch_size)
@@ -296,8 +293,8 @@ def count_tokens(
         columns: For a dataset, the text column, or two columns for pairs (default: ``text``
             or the only string column).
         progress: Show a tqdm bar; default: on a terminal, for long input.
-        num_proc: Processes for a ``datasets.Dataset`` (``Dataset.map``); other inputs raise
-            ``NotImplementedError`` for ``num_proc > 1``.
+        num_proc: Worker processes: ``Dataset.map(num_proc=...)`` for a ``datasets.Dataset``,
+            a process pool (:func:`count_tokens_parallel`) for any other iterable.
 
     Returns:
         Counts carrying ``fingerprint(tokenizer)``, to add up across shards.
@@ -310,6 +307,140 @@ def count_tokens(
     """
     counts, _ = _count_array(tokenizer, texts, batch_size, columns, progress, num_proc)
     return TokenCounts(len(counts), counts.tolist(), fingerprint(tokenizer))
+
+
+# Per-process state of count_tokens_parallel's workers (set once by the pool's initializer).
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(tokenizer: Any, size: int) -> None:
+    import os
+
+    # One tokenizer thread per process: the pool is the parallelism (unless the user chose).
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _WORKER["encode"] = _encoder_for(tokenizer)
+    _WORKER["size"] = size
+
+
+def _count_batch_in_worker(batch: _Batch) -> tuple[list[int], list[int], int]:
+    kind = _kind_of(batch[0])
+    for item in batch:
+        if _kind_of(item) != kind:
+            raise VocabError(
+                f"texts mix kinds ({kind} and {_kind_of(item)}); pass one kind: str, "
+                "(str, str) pairs, or pre-split word lists"
+            )
+    flat = np.fromiter(chain.from_iterable(_WORKER["encode"](batch, kind)), dtype=np.int64)
+    if flat.size and (flat.min() < 0 or flat.max() >= _WORKER["size"]):
+        raise VocabError(
+            f"the tokenizer produced id {int(flat.max())} beyond its size {_WORKER['size']}; "
+            "its vocabulary is inconsistent"
+        )
+    ids, freq = np.unique(flat, return_counts=True)
+    return ids.tolist(), freq.tolist(), len(batch)
+
+
+def count_tokens_parallel(
+    tokenizer: Any,
+    texts: Iterable[Any],
+    num_proc: int,
+    batch_size: int = 1000,
+    *,
+    columns: str | Sequence[str] | None = None,
+    progress: bool | None = None,
+) -> TokenCounts:
+    """:func:`count_tokens` over ``num_proc`` worker processes, for any iterable of texts.
+
+    The input is read once, in order, in batches of ``batch_size``; each batch is encoded and
+    counted in a worker (a ``spawn`` pool that receives the tokenizer once) while at most
+    ``2 * num_proc`` batches are in flight, so a stream larger than memory works. Equal to
+    ``count_tokens(tokenizer, texts)``. For a ``datasets.Dataset``, ``count_tokens(...,
+    num_proc=N)`` (``Dataset.map``) is the same; on a cluster, count shards with
+    :func:`count_tokens` on the workers and add the results (see docs/distributed.md).
+
+    Args:
+        tokenizer: As in :func:`count_tokens`; it must pickle (Hugging Face and ``tokenizers``
+            tokenizers do).
+        texts: Any iterable of texts, pairs or word lists, or a dataset (``columns`` picks the
+            text column).
+        num_proc: Worker processes (1 counts in this process).
+        batch_size: Texts per batch (per task sent to a worker).
+        columns: For a dataset, as in :func:`count_tokens`.
+        progress: Show a tqdm bar; default: on a terminal, for long input.
+
+    Returns:
+        Counts carrying ``fingerprint(tokenizer)``.
+
+    Raises:
+        VocabError: Bad arguments or input (also when a worker finds it).
+    """
+    if isinstance(num_proc, bool) or not isinstance(num_proc, int) or num_proc < 1:
+        raise VocabError(f"'num_proc' must be an int >= 1 (got {num_proc!r})")
+    if num_proc == 1:
+        return count_tokens(tokenizer, texts, batch_size, columns=columns, progress=progress)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise VocabError(f"'batch_size' must be an int >= 1 (got {batch_size!r})")
+    if isinstance(texts, (str, bytes)):
+        raise VocabError("'texts' must be an iterable of texts, not a single str; wrap it: [text]")
+    counts, _ = _count_in_pool(tokenizer, texts, num_proc, batch_size, columns, progress)
+    return TokenCounts(len(counts), counts.tolist(), fingerprint(tokenizer))
+
+
+def _count_in_pool(
+    tokenizer: Any,
+    texts: Any,
+    num_proc: int,
+    batch_size: int,
+    columns: str | Sequence[str] | None,
+    progress: bool | None,
+) -> tuple[np.ndarray[Any, np.dtype[np.int64]], int]:
+    size = tokenizer_size(tokenizer)
+    if _is_dataset(texts):
+        batches: Iterator[_Batch] = _dataset_batches(
+            texts, _dataset_columns(texts, columns), batch_size
+        )
+    else:
+        if columns is not None:
+            raise VocabError("'columns' only applies to a datasets.Dataset input")
+        batches = _batches(texts, batch_size)
+    total = len(texts) if isinstance(texts, Sized) else None
+    counts = np.zeros(size, dtype=np.int64)
+    bar = _progress(total, progress, batch_size)
+
+    n_texts = 0
+
+    def add(result: tuple[list[int], list[int], int]) -> None:
+        nonlocal n_texts
+        ids, freq, n = result
+        n_texts += n
+        np.add.at(counts, np.asarray(ids, dtype=np.int64), np.asarray(freq, dtype=np.int64))
+        if bar is not None:
+            bar.update(n)
+
+    import multiprocessing
+    from collections import deque
+
+    # Send the Rust backend where it encodes exactly like the wrapper: workers then start
+    # without importing transformers.
+    backend = backend_of(tokenizer)
+    plain = backend is not None and (
+        backend is tokenizer or _uses_plain_backend(tokenizer, backend)
+    )
+    shipped = backend if plain else tokenizer
+    context = multiprocessing.get_context("spawn")
+    try:
+        with context.Pool(num_proc, _init_worker, (shipped, size)) as pool:
+            pending: deque[Any] = deque()
+            for batch in batches:
+                pending.append(pool.apply_async(_count_batch_in_worker, (batch,)))
+                if len(pending) >= 2 * num_proc:
+                    add(pending.popleft().get())
+            while pending:
+                add(pending.popleft().get())
+    finally:
+        if bar is not None:
+            bar.close()
+    return counts, n_texts
 
 
 def _special_ids(tokenizer: Any, size: int) -> set[int]:
@@ -340,8 +471,7 @@ def _resolve_keep(tokenizer: Any, keep: Iterable[int | str], size: int) -> set[i
             out.add(int(found))
         elif isinstance(item, bool) or not isinstance(item, int) or not 0 <= item < size:
             raise VocabError(
-                f"'keep' must hold token strings or ids below len(tokenizer) {size} "
-                f"(got {item!r})"
+                f"'keep' must hold token strings or ids below len(tokenizer) {size} (got {item!r})"
             )
         else:
             out.add(item)
@@ -393,12 +523,67 @@ def plan_from_texts(
     >>> plan_from_texts(tok, ["a c"], keep=["<unk>"]).kept
     (0, 1, 3)
     """
-    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
-        raise VocabError(f"'min_count' must be an int >= 1 (got {min_count!r})")
+    _check_min_count(min_count)
     size = tokenizer_size(tokenizer)
     keep_ids = _resolve_keep(tokenizer, keep, size)
     counts, n_texts = _count_array(tokenizer, texts, batch_size, columns, progress, num_proc)
-    keep_ids |= _special_ids(tokenizer, size)
+    return _plan_from_array(tokenizer, counts, min_count, keep_ids, n_texts)
+
+
+def plan_from_counts(
+    tokenizer: Any,
+    counts: TokenCounts,
+    min_count: int = 1,
+    keep: Iterable[int | str] = (),
+) -> VocabPlan:
+    """The plan :func:`plan_from_texts` builds, from counts made elsewhere (the reduce step).
+
+    Count shards anywhere with :func:`count_tokens` (other processes, machines, a Dask or
+    Ray cluster), send the :class:`vocabcore.TokenCounts` back (``to_json``), add them up,
+    and build the plan here: special and added tokens, byte alphabets and the BPE merge
+    closure are added exactly as :func:`plan_from_texts` adds them, so the plan equals the
+    single-process one. ``counts.to_plan()`` alone keeps the counted ids only.
+
+    Raises:
+        PlanMismatchError: ``counts`` were made with another tokenizer.
+
+    >>> from tokenizers import Tokenizer, models, pre_tokenizers
+    >>> tok = Tokenizer(models.WordLevel({"<unk>": 0, "a": 1, "b": 2, "c": 3}, "<unk>"))
+    >>> tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    >>> total = count_tokens(tok, ["a"]) + count_tokens(tok, ["c"])
+    >>> plan_from_counts(tok, total, keep=["<unk>"]) == plan_from_texts(tok, ["a", "c"], keep=[0])
+    True
+    """
+    _check_min_count(min_count)
+    if not isinstance(counts, TokenCounts):
+        raise VocabError(f"'counts' must be TokenCounts (got {type(counts).__name__})")
+    size = tokenizer_size(tokenizer)
+    expected = fingerprint(tokenizer)
+    if counts.vocab_size != size or counts.fingerprint != expected:
+        raise PlanMismatchError(
+            f"these counts were made with another tokenizer (vocab_size {counts.vocab_size}, "
+            f"fingerprint {counts.fingerprint!r}; this tokenizer: {size}, {expected!r}); count "
+            "every shard with this tokenizer"
+        )
+    keep_ids = _resolve_keep(tokenizer, keep, size)
+    array = np.asarray(counts.counts, dtype=np.int64)
+    return _plan_from_array(tokenizer, array, min_count, keep_ids, None)
+
+
+def _check_min_count(min_count: Any) -> None:
+    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
+        raise VocabError(f"'min_count' must be an int >= 1 (got {min_count!r})")
+
+
+def _plan_from_array(
+    tokenizer: Any,
+    counts: np.ndarray[Any, np.dtype[np.int64]],
+    min_count: int,
+    keep_ids: set[int],
+    n_texts: int | None,
+) -> VocabPlan:
+    size = tokenizer_size(tokenizer)
+    keep_ids = keep_ids | _special_ids(tokenizer, size)
     backend = backend_of(tokenizer)
     document = None
     if backend is not None:
@@ -410,16 +595,12 @@ def plan_from_texts(
             keep_ids |= {i for i in fallback_ids(document) if i < size}
         else:
             document = None
-    metadata = {
-        "tokenizer": _name_of(tokenizer),
-        "min_count": min_count,
-        "num_texts": n_texts,
-        "num_tokens": int(counts.sum()),
-    }
+    metadata: dict[str, Any] = {"tokenizer": _name_of(tokenizer), "min_count": min_count}
+    if n_texts is not None:
+        metadata["num_texts"] = n_texts
+    metadata["num_tokens"] = int(counts.sum())
     chosen = np.flatnonzero(counts >= min_count).tolist()
-    plan = VocabPlan(
-        size, sorted(keep_ids.union(chosen)), fingerprint(tokenizer), metadata
-    )
+    plan = VocabPlan(size, sorted(keep_ids.union(chosen)), fingerprint(tokenizer), metadata)
     if document is not None:
         from vocab_adapters.fast_tokenizer import close_plan_for
 

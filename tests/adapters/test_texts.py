@@ -113,8 +113,8 @@ def test_num_proc_dataset(hf_wordpiece_tokenizer: Any, corpus_texts: list[str]) 
     ds = datasets.Dataset.from_dict({"text": corpus_texts[:40]})
     got = count_tokens(hf_wordpiece_tokenizer, ds, batch_size=10, num_proc=2)
     assert got == count_tokens(hf_wordpiece_tokenizer, corpus_texts[:40])
-    with pytest.raises(NotImplementedError, match=r"datasets\.Dataset"):
-        count_tokens(hf_wordpiece_tokenizer, corpus_texts[:4], num_proc=2)
+    streamed = iter(corpus_texts[:40])
+    assert count_tokens(hf_wordpiece_tokenizer, streamed, batch_size=10, num_proc=2) == got
 
 
 def test_bad_input(wordpiece_tokenizer: Tokenizer) -> None:

@@ -120,12 +120,14 @@ def _check_bnb(
         isinstance(v, torch.Tensor) and v.dtype in (torch.uint8, torch.int8) for v in state.values()
     )
     if quantized or (not state and _bnb_bits(optimizer, swap, param, where) == 8):
+        what = "embedding/LM-head weight" if param.dim() > 1 else "output bias"
+        attr = "weight" if param.dim() > 1 else "bias"
         raise VocabError(
-            f"{type(optimizer).__name__} keeps 8-bit state for the embeddings, quantized in "
-            f"blocks across token rows, which can't be {when}; override the embeddings to "
-            "32-bit state before its first step: bitsandbytes.optim.GlobalOptimManager"
-            '.get_instance().register_module_override(embedding, "weight", '
-            '{"optim_bits": 32})'
+            f"{type(optimizer).__name__} keeps 8-bit state for a vocabulary-sized {what} "
+            f"(shape {tuple(param.shape)}), quantized in blocks across token rows, which can't "
+            f"be {when}; override every vocabulary-sized parameter to 32-bit state before the "
+            "first step: bitsandbytes.optim.GlobalOptimManager.get_instance()"
+            f'.register_module_override(module, "{attr}", {{"optim_bits": 32}})'
         )
 
 

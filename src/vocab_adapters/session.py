@@ -219,16 +219,17 @@ def revert_plan(applied: AppliedPlan, *, optimizer: Any = None) -> None:
 
         check_unwrapped(applied.model, "revert")
         check_peft_revert(applied.model, (swap.reduced for swap in applied.swaps))
-    if optimizer is not None:
-        applied.track(optimizer)
+    late = list(applied._late_optimizers)
+    if optimizer is not None and optimizer is not applied.optimizer:
+        if not any(o is optimizer for o in late):
+            late.append(optimizer)
     restores: list[Any] = []
-    if applied._late_optimizers:
+    if late:
         from vocab_adapters import optimizer as optimizer_adapter
 
-        restores = [
-            optimizer_adapter.prepare_restore(late, applied.swaps)
-            for late in applied._late_optimizers
-        ]
+        # Validated before anything changes; a refused optimizer is not left registered.
+        restores = [optimizer_adapter.prepare_restore(o, applied.swaps) for o in late]
+    applied._late_optimizers = late
     for _, stage in applied._stages:
         stage.check_revert()
     for _, stage in reversed(applied._stages):

@@ -86,7 +86,10 @@ def measure(
     steps: int,
     batch: int,
     quick: bool,
+    amp: bool = False,
 ) -> dict[str, Any]:
+    import contextlib
+
     import torch
 
     from vocab_adapters import apply_plan, revert_plan
@@ -101,7 +104,10 @@ def measure(
     times = []
     for enc, mask, gen in data:
         t0 = time.perf_counter()
-        _loss(kind, model, enc, mask, gen).backward()
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+        with autocast:
+            loss = _loss(kind, model, enc, mask, gen)
+        loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)
@@ -117,7 +123,7 @@ def measure(
     del model, opt, applied
     gc.collect()
     return {
-        "task": kind,
+        "task": kind + (", bf16 autocast" if amp else ""),
         "mode": mode,
         "step_s": statistics.median(times[1:]),
         "first_step_s": times[0],
@@ -138,10 +144,11 @@ def run(quick: bool = False, threads: int = 1, steps: int = 3, batch: int = 8) -
     texts = [list(s) for s in _corpus.training_set(2_000 if quick else _corpus.CONLL_SENTENCES)]
     plan = plan_from_texts(tok, texts)
     rows = []
-    for kind in ("token classification", "masked LM"):
+    tasks = [("token classification", False), ("masked LM", False), ("masked LM", True)]
+    for kind, amp in tasks:
         for mode in ("full", "reduced"):
-            row = measure(kind, mode, plan, tok, texts, 1 if quick else steps, batch, quick)
-            print(f"[steps] {kind} {mode}: {row['step_s']:.3f}s/step", file=sys.stderr)
+            row = measure(kind, mode, plan, tok, texts, 1 if quick else steps, batch, quick, amp)
+            print(f"[steps] {row['task']} {mode}: {row['step_s']:.3f}s/step", file=sys.stderr)
             rows.append(row)
     return {
         "threads": torch.get_num_threads(),

@@ -145,9 +145,4 @@ def close_plan(
             f"'vocab' holds id {max(too_big)}, out of range for the plan's vocab_size "
             f"{plan.vocab_size}; build the plan from the tokenizer that owns this vocabulary"
         )
-    missing = needed.difference(plan.kept)
-    if not missing:
-        return plan
-    return VocabPlan(
-        plan.vocab_size, sorted(missing.union(plan.kept)), plan.fingerprint, plan.metadata
-    )
+    return plan.keeping(needed)

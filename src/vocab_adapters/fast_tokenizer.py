@@ -391,12 +391,7 @@ def close_plan_for(plan: VocabPlan, tokenizer: Any) -> VocabPlan:
             f"the tokenizer holds id {max(bad)}, outside the plan's vocab_size "
             f"{plan.vocab_size}; build the plan from this tokenizer"
         )
-    missing = needed.difference(plan.kept)
-    if not missing:
-        return plan
-    return VocabPlan(
-        plan.vocab_size, sorted(missing.union(plan.kept)), plan.fingerprint, plan.metadata
-    )
+    return plan.keeping(needed)
 
 
 # -- prepare / commit / revert ----------------------------------------------------------------

@@ -220,9 +220,9 @@ def revert_plan(applied: AppliedPlan, *, optimizer: Any = None) -> None:
         check_unwrapped(applied.model, "revert")
         check_peft_revert(applied.model, (swap.reduced for swap in applied.swaps))
     late = list(applied._late_optimizers)
-    if optimizer is not None and optimizer is not applied.optimizer:
-        if not any(o is optimizer for o in late):
-            late.append(optimizer)
+    known = [applied.optimizer, *late]
+    if optimizer is not None and not any(o is optimizer for o in known):
+        late.append(optimizer)
     restores: list[Any] = []
     if late:
         from vocab_adapters import optimizer as optimizer_adapter

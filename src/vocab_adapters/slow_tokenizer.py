@@ -198,11 +198,7 @@ def close_plan(plan: VocabPlan, tokenizer: Any) -> VocabPlan:
     missing (always for WordPiece).
     """
     needed = {_lowest_unigram_id(tokenizer), _sp_unknown_id(tokenizer)}
-    extra = {i for i in needed if i is not None and 0 <= i < plan.vocab_size}
-    if not extra.issubset(plan.kept):
-        plan = VocabPlan(
-            plan.vocab_size, sorted(extra.union(plan.kept)), plan.fingerprint, plan.metadata
-        )
+    plan = plan.keeping(i for i in needed if i is not None and 0 <= i < plan.vocab_size)
     found = _merges_and_vocab(tokenizer)
     if found is None:
         return plan

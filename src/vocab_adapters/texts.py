@@ -488,11 +488,11 @@ def _slow_bpe_closure(tokenizer: Any, plan: VocabPlan) -> VocabPlan:
     merges = [pair for pair, _ in sorted(ranks.items(), key=lambda item: item[1])]
     alphabet = getattr(tokenizer, "byte_encoder", None)
     if isinstance(alphabet, dict):
-        extra = {encoder[c] for c in alphabet.values() if c in encoder} - set(plan.kept)
-        if extra:
-            plan = VocabPlan(
-                plan.vocab_size, sorted(extra.union(plan.kept)), plan.fingerprint, plan.metadata
-            )
+        plan = plan.keeping(
+            i
+            for c in alphabet.values()
+            if (i := encoder.get(c)) is not None and i < plan.vocab_size
+        )
     return close_plan(plan, encoder, merges)
 
 

@@ -302,6 +302,21 @@ class VocabPlan:
         kept = sorted(set(self.kept).union(other.kept))
         return VocabPlan(self.vocab_size, kept, self.fingerprint)
 
+    def keeping(self, ids: Iterable[int]) -> VocabPlan:
+        """This plan, also keeping ``ids``; the same object when it keeps them all already.
+
+        Fingerprint and metadata carry over. Adapters use it to add what a tokenizer needs
+        (BPE merge parents, byte alphabets, fallback pieces) to a plan.
+
+        >>> VocabPlan(6, (0, 3)).keeping([5, 3]).kept
+        (0, 3, 5)
+        """
+        extra = set(check_ids("ids", ids, self.vocab_size)).difference(self.kept)
+        if not extra:
+            return self
+        kept = sorted(extra.union(self.kept))
+        return VocabPlan(self.vocab_size, kept, self.fingerprint, self.metadata)
+
     def then(self, other: VocabPlan) -> VocabPlan:
         """Compose: ``other`` was built on the vocabulary this plan produces.
 

@@ -133,3 +133,12 @@ def test_from_ids_counts_occurrences(seqs: list[list[int]], min_count: int) -> N
     plan = VocabPlan.from_ids(seqs, vocab_size=50, min_count=min_count)
     flat = [i for s in seqs for i in s]
     assert set(plan.kept) == {i for i in set(flat) if flat.count(i) >= min_count}
+
+
+@given(plans(), st.data())
+def test_keeping_adds_exactly_the_given_ids(plan: VocabPlan, data: st.DataObject) -> None:
+    ids = data.draw(st.lists(st.integers(0, plan.vocab_size - 1), max_size=10))
+    grown = plan.keeping(ids)
+    assert set(grown.kept) == set(plan.kept) | set(ids)
+    assert grown.fingerprint == plan.fingerprint
+    assert (grown is plan) == set(ids).issubset(plan.kept)

@@ -232,7 +232,11 @@ def revert_plan(applied: AppliedPlan, *, optimizer: Any = None) -> None:
     applied._late_optimizers = late
     for _, stage in applied._stages:
         stage.check_revert()
-    for _, stage in reversed(applied._stages):
+    # The embeddings go first: their revert is the one that computes (row copies, device moves)
+    # and it assigns nothing until that succeeded, so a failure there leaves every target
+    # reduced and the plan active. The other stages only assign.
+    order = sorted(reversed(applied._stages), key=lambda item: item[0] != "embeddings")
+    for _, stage in order:
         stage.revert()
     for restore in restores:
         restore.commit()

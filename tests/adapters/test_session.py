@@ -255,3 +255,30 @@ def test_torch_compile_after_apply(tok: Any, plan: VocabPlan) -> None:
     with torch.no_grad():
         again = torch.compile(model, backend="aot_eager", dynamic=False)(**batch).logits
     torch.testing.assert_close(again, full, rtol=0, atol=1e-6)
+
+
+def test_a_failing_embedding_revert_changes_nothing(
+    tok: Any, plan: VocabPlan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection in revert: the embeddings stage fails before it installs anything."""
+    from vocab_adapters import embeddings
+
+    model = tiny_bert(len(tok))
+    before = snapshot(model, tok)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    applied = apply_plan(plan, model=model, tokenizer=tok, optimizer=optimizer)
+    reduced_weight = model.get_input_embeddings().weight
+
+    def fail(self: Any, targets: Any) -> None:
+        raise RuntimeError("injected failure while installing the full embeddings")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(embeddings.AppliedEmbeddings, "_install_full", fail)
+        with pytest.raises(RuntimeError, match="injected"):
+            revert_plan(applied)
+    assert applied.active
+    assert model.get_input_embeddings().weight is reduced_weight
+    assert len(tok) == model.config.vocab_size == plan.new_size
+    assert any(p is reduced_weight for g in optimizer.param_groups for p in g["params"])
+    revert_plan(applied)
+    assert_same(model, tok, before)

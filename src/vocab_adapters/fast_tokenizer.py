@@ -33,14 +33,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from vocab_adapters.bpe_closure import closure_ids, merge_table
-from vocab_adapters.fingerprint import (
+from vocab_adapters.reversible import Done
+from vocab_adapters.tokenizer_backend import (
     backend_of,
     dump_json,
     parsed,
     tokenizer_document,
     tokenizer_size,
 )
-from vocab_adapters.reversible import Done
 from vocabcore import PlanMismatchError, VocabError, VocabPlan
 
 __all__ = [

@@ -82,7 +82,7 @@ class AppliedPlan:
 
 
 def _tokenizer_adapter(tokenizer: Any) -> Any:
-    from vocab_adapters.fingerprint import backend_of
+    from vocab_adapters.tokenizer_backend import backend_of
 
     if backend_of(tokenizer) is not None:
         from vocab_adapters import fast_tokenizer

@@ -25,8 +25,13 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from vocab_adapters.fingerprint import backend_of, fingerprint, id_to_token_list, tokenizer_size
 from vocab_adapters.reversible import Done
+from vocab_adapters.tokenizer_backend import (
+    backend_of,
+    fingerprint,
+    id_to_token_list,
+    tokenizer_size,
+)
 from vocabcore import PlanMismatchError, VocabError, VocabPlan
 
 __all__ = [

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from vocab_adapters.fingerprint import backend_of, fingerprint, tokenizer_size
+from vocab_adapters.tokenizer_backend import backend_of, fingerprint, tokenizer_size
 from vocabcore import PlanMismatchError, TokenCounts, VocabError, VocabPlan
 
 __all__ = ["count_tokens", "count_tokens_parallel", "plan_from_counts", "plan_from_texts"]
@@ -588,7 +588,7 @@ def _plan_from_array(
     document = None
     if backend is not None:
         from vocab_adapters.fast_tokenizer import SUPPORTED_MODELS, fallback_ids
-        from vocab_adapters.fingerprint import tokenizer_document
+        from vocab_adapters.tokenizer_backend import tokenizer_document
 
         _, document = tokenizer_document(backend)
         if document["model"].get("type") in SUPPORTED_MODELS:

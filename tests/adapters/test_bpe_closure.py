@@ -10,7 +10,7 @@ from tokenizers import Tokenizer
 
 from vocab_adapters.bpe_closure import close_plan, merge_table
 from vocab_adapters.fast_tokenizer import reduce_tokenizer_json
-from vocab_adapters.fingerprint import dump_json, load_json
+from vocab_adapters.tokenizer_backend import dump_json, load_json
 from vocabcore import VocabPlan
 
 

@@ -14,8 +14,8 @@ from tokenizers import Tokenizer
 from fixtures.fast_tokenizers import FAST_TOKENIZER_NAMES, copy_tokenizer, wrap_hf
 from vocab_adapters import fast_tokenizer
 from vocab_adapters.fast_tokenizer import close_plan_for, reduce_tokenizer_json
-from vocab_adapters.fingerprint import fingerprint, load_json
 from vocab_adapters.texts import plan_from_texts
+from vocab_adapters.tokenizer_backend import fingerprint, load_json
 from vocabcore import PlanMismatchError, VocabError, VocabPlan
 
 UNSEEN = [

@@ -10,7 +10,7 @@ import pytest
 
 from fixtures.slow_tokenizers import SlowCase
 from vocab_adapters import slow_tokenizer
-from vocab_adapters.fingerprint import fingerprint
+from vocab_adapters.tokenizer_backend import fingerprint
 from vocabcore import PlanMismatchError, VocabError, VocabPlan
 
 CASES = [

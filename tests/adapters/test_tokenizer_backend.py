@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from fixtures.fast_tokenizers import copy_tokenizer, wrap_hf
-from vocab_adapters.fingerprint import dump_json, fingerprint, id_to_token_list
+from vocab_adapters.tokenizer_backend import dump_json, fingerprint, id_to_token_list
 
 
 def test_bare_equals_hf(trained_tokenizers: dict[str, Tokenizer]) -> None:

@@ -51,10 +51,12 @@ def tests(session: nox.Session, transformers: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff over sources, tests, benchmarks and this file."""
-    session.install("ruff>=0.6")
+    """Ruff over sources, tests, benchmarks and this file; the import layering contracts."""
+    session.install("ruff>=0.6", "import-linter>=2.1")
     session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
     session.run("ruff", "format", "--check", "src")
+    # core <- adapters <- session <- cli/trainer/export, no cycles (pyproject.toml)
+    session.run("lint-imports", env={"PYTHONPATH": "src"})
 
 
 @nox.session

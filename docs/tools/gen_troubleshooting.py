@@ -30,7 +30,7 @@ Common cases:
 | `PlanMismatchError: ... vocabulary of N tokens ...` | `len(tokenizer)` or the model's embedding rows differ from `plan.vocab_size` | same as above; embeddings with *more* rows than the tokenizer are fine |
 | `... already has a plan applied` | `apply_plan` twice on the same objects | `revert_plan` first, or compose the plans with `plan.then(...)` |
 | `... already reverted` | `revert_plan` twice | call it once per `apply_plan` |
-| `... not closed under ... merges` | a hand-made plan for a BPE tokenizer lacks intermediate tokens | `fast_tokenizer.close_plan_for(plan, tok)` / `slow_tokenizer.close_plan(plan, tok)`, or build with `plan_from_texts` |
+| `... not closed under ... merges` | a hand-made plan for a BPE tokenizer lacks intermediate tokens | `fast_tokenizer.close_plan(plan, tok)` / `slow_tokenizer.close_plan(plan, tok)`, or build with `plan_from_texts` |
 | `... drops ... special ...` / `... pad_token_id ...` | the plan drops a token the tokenizer or config needs | keep it: `plan_from_texts(..., keep=[...])` keeps special and added tokens for you |
 | `... changed since ...` on revert | something else changed the object while reduced (tokens added, embeddings resized) | undo that change, then revert |
 

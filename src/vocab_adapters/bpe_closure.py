@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from vocabcore import VocabError, VocabPlan
 
-__all__ = ["close_plan", "closure_ids", "merge_table"]
+__all__ = ["close_under_merges", "closure_ids", "merge_table"]
 
 MergeTable = dict[tuple[str, str], tuple[int, str]]
 
@@ -103,7 +103,7 @@ def closure_ids(
     return {vocab[s] for s in seen if s in vocab}
 
 
-def close_plan(
+def close_under_merges(
     plan: VocabPlan,
     vocab: Mapping[str, int],
     merges: Sequence[tuple[str, str]] | Sequence[str],
@@ -126,7 +126,7 @@ def close_plan(
 
     >>> plan = VocabPlan(5, (4,))
     >>> vocab = {"a": 0, "b": 1, "c": 2, "ab": 3, "abc": 4}
-    >>> close_plan(plan, vocab, [("a", "b"), ("ab", "c")]).kept
+    >>> close_under_merges(plan, vocab, [("a", "b"), ("ab", "c")]).kept
     (0, 1, 2, 3, 4)
     """
     if not isinstance(plan, VocabPlan):

@@ -35,12 +35,12 @@ from __future__ import annotations
 import re
 import types
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
 
-from vocab_adapters.reversible import Done
+from vocab_adapters.reversible import RECORD, Applied
 from vocabcore import PlanMismatchError, VocabError, VocabPlan
 
 __all__ = ["AppliedConfig", "PreparedConfig", "apply", "prepare"]
@@ -139,10 +139,13 @@ class PreparedConfig:
 
     Attributes:
         plan: The plan being applied.
+        config: The config object that is changed (its nested configs and the model's
+            generation config with it).
         changes: ``{"config.vocab_size": (old, new), ...}`` for every field that changes.
     """
 
     plan: VocabPlan
+    config: Any
     _ids: tuple[_Field, ...]
     _sizes: tuple[_Field, ...]
 
@@ -153,23 +156,30 @@ class PreparedConfig:
 
     def commit(self) -> AppliedConfig:
         """Write the new values (ids first, then sizes); return the undo handle."""
-        for field in (*self._ids, *self._sizes):
-            vars(field.owner)[field.key] = field.new
-        return AppliedConfig(self.plan, self._ids, self._sizes)
+        RECORD.check_free(self.config, "config")
+        _write((*self._ids, *self._sizes), new=True)
+        return AppliedConfig(self.plan, self.config, self._ids, self._sizes)
 
 
-class AppliedConfig:
+def _write(fields: tuple[_Field, ...], *, new: bool) -> None:
+    for field in fields:
+        vars(field.owner)[field.key] = field.new if new else field.old
+
+
+class AppliedConfig(Applied):
     """Undo handle of a remapped config: ``revert()`` writes the original values back."""
 
-    def __init__(self, plan: VocabPlan, ids: tuple[_Field, ...], sizes: tuple[_Field, ...]) -> None:
+    what = "config"
+
+    def __init__(
+        self, plan: VocabPlan, config: Any, ids: tuple[_Field, ...], sizes: tuple[_Field, ...]
+    ) -> None:
+        super().__init__(config)
         self.plan = plan
         self._ids = ids
         self._sizes = sizes
-        self._done = Done("config")
 
-    def check_revert(self) -> None:
-        """Raise ``VocabError`` if a changed field was changed again since apply."""
-        self._done.check()
+    def _check_revert(self) -> None:
         for field in (*self._ids, *self._sizes):
             current = vars(field.owner).get(field.key)
             if current != field.new:
@@ -179,21 +189,13 @@ class AppliedConfig:
                     "before reverting, or reload the model instead"
                 )
 
-    def revert(self) -> None:
-        """Write the original values back (sizes first, then ids)."""
-        self.check_revert()
-        self._restore()
-        self._done.mark("reverted")
+    def _prepare_revert(self) -> tuple[Callable[[], None], Callable[[], None]]:
+        # Sizes first, then ids, on the way back; the reverse on the way in.
+        back = (*self._sizes, *self._ids)
+        return (lambda: _write(back, new=False), lambda: _write(back[::-1], new=True))
 
-    def rollback(self) -> None:
-        """Write the original values back, as if apply had never happened."""
-        self._done.check()
-        self._restore()
-        self._done.mark("rolled back")
-
-    def _restore(self) -> None:
-        for field in (*self._sizes, *self._ids):
-            vars(field.owner)[field.key] = field.old
+    def _rollback(self) -> None:
+        _write((*self._sizes, *self._ids), new=False)
 
 
 def _embedding_rows(model: Any) -> int | None:
@@ -232,6 +234,7 @@ def prepare(plan: VocabPlan, model_or_config: Any) -> PreparedConfig:
             f"attributes (got {type(model_or_config).__name__})"
         ) from None
 
+    RECORD.check_free(config, "config")
     owners = list(_owners("config", config, set()))
     if generation is not None:
         owners.append(("generation_config", generation))
@@ -270,7 +273,7 @@ def prepare(plan: VocabPlan, model_or_config: Any) -> PreparedConfig:
             new = _remap_value(f"{path}.{key}", key, value, ids)
             if new != value:
                 id_fields.append(_Field(owner, f"{path}.{key}", key, value, new))
-    return PreparedConfig(plan, tuple(id_fields), tuple(sizes))
+    return PreparedConfig(plan, config, tuple(id_fields), tuple(sizes))
 
 
 def apply(plan: VocabPlan, model_or_config: Any) -> AppliedConfig:

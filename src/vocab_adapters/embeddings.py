@@ -48,14 +48,14 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
 import torch
 from torch import nn
 
-from vocab_adapters.reversible import Done
+from vocab_adapters.reversible import RECORD, Applied
 from vocabcore import PlanMismatchError, VocabError, VocabPlan
 
 __all__ = [
@@ -287,6 +287,7 @@ class PreparedEmbeddings:
 
     def commit(self) -> AppliedEmbeddings:
         """Install the reduced tensors with plain assignments; return the undo handle."""
+        RECORD.check_free(self.model, "model")
         for group in self._groups:
             for slot in group.slots:
                 slot.put(group.reduced)
@@ -299,8 +300,10 @@ class PreparedEmbeddings:
         )
 
 
-class AppliedEmbeddings:
+class AppliedEmbeddings(Applied):
     """Undo handle of reduced embeddings: ``revert()`` writes trained rows back."""
+
+    what = "model"
 
     def __init__(
         self,
@@ -311,6 +314,7 @@ class AppliedEmbeddings:
         groups: tuple[_Group, ...],
         changes: tuple[_AttrChange, ...],
     ) -> None:
+        super().__init__(model)
         self.plan = plan
         self.model = model
         self.swaps = swaps
@@ -318,11 +322,9 @@ class AppliedEmbeddings:
         self._groups = groups
         self._changes = changes
         self._devices = {id(g.full): g.full.device for g in groups if g.offloaded is not None}
-        self._done = Done("model")
 
-    def check_revert(self) -> None:
+    def _check_revert(self) -> None:
         """Raise ``VocabError`` if a reduced tensor was replaced or resized since apply."""
-        self._done.check()
         for group in self._groups:
             for slot in group.slots:
                 try:
@@ -342,11 +344,10 @@ class AppliedEmbeddings:
                         "instead of reverting"
                     )
 
-    def revert(self) -> None:
-        """Write the trained rows into the full tensors and put those back."""
-        self.check_revert()
-        # Allocate first (a full tensor may need to move to where the model is now), then copy
-        # rows in, then assign: nothing is reassigned unless every allocation succeeded.
+    def _prepare_revert(self) -> tuple[Callable[[], None], Callable[[], None]]:
+        # Every allocation happens here (a full tensor may have to move to where the model is
+        # now). The trained rows are written into the full tensors held aside, which no one
+        # sees while reduced (a retry writes them again), so a failure here changes nothing.
         targets: list[tuple[_Group, torch.Tensor, torch.Tensor]] = []
         for group in self._groups:
             current = group.slots[0].get()
@@ -359,19 +360,19 @@ class AppliedEmbeddings:
             for group, full, current in targets:
                 index = group.index.to(current.device)
                 full.index_copy_(group.dim, index, current.detach())
-        self._install_full([(group, full) for group, full, _ in targets])
-        self._done.mark("reverted")
+        held = [(group, group.full.data, current) for group, _, current in targets]
+        return (
+            lambda: self._install_full([(group, full) for group, full, _ in targets]),
+            lambda: self._install_reduced(held),
+        )
 
-    def rollback(self) -> None:
-        """Put the original tensors back untouched, as if apply had never happened."""
-        self._done.check()
+    def _rollback(self) -> None:
         restored: list[tuple[_Group, torch.Tensor]] = []
         for group in self._groups:
             device = self._devices.get(id(group.full))
             data = group.full.data
             restored.append((group, data if device is None else data.to(device)))
         self._install_full(restored)
-        self._done.mark("rolled back")
 
     def _install_full(self, targets: list[tuple[_Group, torch.Tensor]]) -> None:
         for group, data in targets:
@@ -381,6 +382,15 @@ class AppliedEmbeddings:
                 slot.put(group.full)
         for change in self._changes:
             setattr(change.module, change.name, change.old)
+
+    def _install_reduced(self, held: list[tuple[_Group, torch.Tensor, torch.Tensor]]) -> None:
+        for group, data, current in held:
+            if data is not group.full.data:
+                group.full.data = data
+            for slot in group.slots:
+                slot.put(group.reduced if group.is_param else current)
+        for change in self._changes:
+            setattr(change.module, change.name, change.new)
 
 
 def prepare(plan: VocabPlan, model: nn.Module, *, offload: str | None = None) -> PreparedEmbeddings:
@@ -400,6 +410,60 @@ def prepare(plan: VocabPlan, model: nn.Module, *, offload: str | None = None) ->
     """
     if offload not in (None, "cpu"):
         raise VocabError(f"'offload' must be None or 'cpu' (got {offload!r})")
+    RECORD.check_free(model, "model")
+    if plan.new_size == 0:
+        raise VocabError("the plan keeps no ids; keep at least the special tokens")
+    heads = _find_heads(plan, model)
+    found, skipped = _vocabulary_tensors(model, heads)
+    changes = _validate(plan, model, heads, found)  # every check runs before any slicing
+    if skipped:
+        warnings.warn(
+            f"these tensors have a dimension of the vocabulary's size {heads.rows} but are not "
+            f"an embedding, LM head or output bias, so they are left full-size: "
+            f"{', '.join(skipped)}",
+            VocabSizedTensorWarning,
+            stacklevel=2,
+        )
+    groups = _slice(plan, found, offload)
+    swaps = tuple(
+        ParamSwap(g.full, g.reduced, g.index, g.dim)  # type: ignore[arg-type]
+        for g in groups
+        if g.is_param
+    )
+    return PreparedEmbeddings(
+        plan,
+        model,
+        swaps,
+        _is_tied(model, heads, found),
+        tuple(slot.qualname for g in groups for slot in g.slots),
+        tuple(skipped),
+        heads.rows,
+        groups,
+        changes,
+    )
+
+
+@attrs.frozen(eq=False)
+class _Heads:
+    """The model's input embedding and, when its rows are the vocabulary, its output layer."""
+
+    embedding: Any
+    weight: torch.Tensor
+    rows: int
+    output_weight: torch.Tensor | None
+    output_bias: torch.Tensor | None
+
+
+@attrs.frozen(eq=False)
+class _Found:
+    """A vocabulary-sized tensor to reduce: every slot holding it and the dimension to slice."""
+
+    tensor: torch.Tensor
+    slots: tuple[_Slot, ...]
+    dim: int
+
+
+def _find_heads(plan: VocabPlan, model: nn.Module) -> _Heads:
     get_input = getattr(model, "get_input_embeddings", None)
     embedding = get_input() if callable(get_input) else None
     weight = getattr(embedding, "weight", None)
@@ -415,88 +479,86 @@ def prepare(plan: VocabPlan, model: nn.Module, *, offload: str | None = None) ->
             f"the model's input embeddings have {rows} rows, fewer than the plan's vocab_size "
             f"{plan.vocab_size}; build the plan with this model's tokenizer"
         )
-    if plan.new_size == 0:
-        raise VocabError("the plan keeps no ids; keep at least the special tokens")
     get_output = getattr(model, "get_output_embeddings", None)
     output = get_output() if callable(get_output) else None
     output_weight = getattr(output, "weight", None)
     if not (isinstance(output_weight, torch.Tensor) and output_weight.shape[0] == rows):
-        output = output_weight = None  # no head over the vocabulary (e.g. DeBERTa's new head)
-    output_bias = getattr(output, "bias", None) if output is not None else None
+        return _Heads(embedding, weight, rows, None, None)  # no head over the vocabulary
+    bias: torch.Tensor | None = getattr(output, "bias", None)
+    if not (isinstance(bias, torch.Tensor) and bias.shape == (rows,)):
+        bias = None
+    return _Heads(embedding, weight, rows, output_weight, bias)
 
-    # Group every slot of the model by tensor identity.
+
+def _vocabulary_tensors(model: nn.Module, heads: _Heads) -> tuple[list[_Found], list[str]]:
+    """Every distinct tensor to reduce (grouped by identity), and the ones left alone."""
     by_id: dict[int, tuple[torch.Tensor, list[_Slot]]] = {}
     for slot, tensor in _slots(model):
         by_id.setdefault(id(tensor), (tensor, []))[1].append(slot)
-
-    roles = {id(weight): "input embeddings"}
-    if output_weight is not None:
-        roles.setdefault(id(output_weight), "output embeddings")
-    if isinstance(output_bias, torch.Tensor) and output_bias.shape == (rows,):
-        roles.setdefault(id(output_bias), "output bias")
-
-    kept = list(plan.kept)
-    indices: dict[torch.device, torch.Tensor] = {}
-    groups: list[_Group] = []
-    changes: list[_AttrChange] = []
+    roles = {id(heads.weight): "input embeddings"}
+    for head, role in ((heads.output_weight, "output embeddings"), (heads.output_bias, "bias")):
+        if head is not None:
+            roles.setdefault(id(head), role)
+    found: list[_Found] = []
     skipped: list[str] = []
     for key, (tensor, slots) in by_id.items():
-        if rows not in tensor.shape:
+        if heads.rows not in tensor.shape:
             continue
-        dim = _vocab_dim(slots, tensor, rows, roles.get(key))
+        dim = _vocab_dim(slots, tensor, heads.rows, roles.get(key))
         if dim is None:
             skipped.extend(slot.qualname for slot in slots)
-            continue
-        for slot in slots:
-            _check_tensor(slot, tensor)
+        else:
+            found.append(_Found(tensor, tuple(slots), dim))
+    return found, skipped
+
+
+def _validate(
+    plan: VocabPlan, model: nn.Module, heads: _Heads, found: list[_Found]
+) -> tuple[_AttrChange, ...]:
+    """Check every tensor and module; return the size attributes that change."""
+    changes: list[_AttrChange] = []
+    for item in found:
+        for slot in item.slots:
+            _check_tensor(slot, item.tensor)
             module = slot.module
-            if slot.name == "weight" and getattr(module, "num_embeddings", None) == rows:
+            if slot.name == "weight" and getattr(module, "num_embeddings", None) == heads.rows:
                 changes.extend(_padding_change(slot, plan, plan.new_size))
-            elif slot.name == "weight" and getattr(module, "out_features", None) == rows:
-                changes.append(_AttrChange(module, "out_features", rows, plan.new_size))
+            elif slot.name == "weight" and getattr(module, "out_features", None) == heads.rows:
+                changes.append(_AttrChange(module, "out_features", heads.rows, plan.new_size))
+    _check_position_padding(model, heads.embedding, plan)
+    return tuple(changes)
+
+
+def _slice(plan: VocabPlan, found: list[_Found], offload: str | None) -> tuple[_Group, ...]:
+    """The reduced tensors, with ``index_select`` on each tensor's own device."""
+    indices: dict[torch.device, torch.Tensor] = {}
+    groups: list[_Group] = []
+    for item in found:
+        tensor = item.tensor
         device = tensor.device
         if device not in indices:
-            indices[device] = torch.tensor(kept, dtype=torch.long, device=device)
+            indices[device] = torch.tensor(plan.kept, dtype=torch.long, device=device)
         index = indices[device]
         with torch.no_grad():
-            reduced: torch.Tensor = tensor.detach().index_select(dim, index)
-        if slots[0].is_param:
+            reduced: torch.Tensor = tensor.detach().index_select(item.dim, index)
+        if item.slots[0].is_param:
             parameter = nn.Parameter(reduced, requires_grad=tensor.requires_grad)
             parameter.__dict__.update(tensor.__dict__)  # e.g. transformers' _is_hf_initialized
             reduced = parameter
         offloaded = None
         if offload == "cpu" and device.type != "cpu":
             offloaded = tensor.detach().to("cpu")
-        groups.append(_Group(tensor, tuple(slots), dim, index, reduced, offloaded))
+        groups.append(_Group(tensor, item.slots, item.dim, index, reduced, offloaded))
+    return tuple(groups)
 
-    _check_position_padding(model, embedding, plan)
-    if skipped:
-        warnings.warn(
-            f"these tensors have a dimension of the vocabulary's size {rows} but are not an "
-            f"embedding, LM head or output bias, so they are left full-size: {', '.join(skipped)}",
-            VocabSizedTensorWarning,
-            stacklevel=2,
-        )
 
+def _is_tied(model: nn.Module, heads: _Heads, found: list[_Found]) -> bool:
+    """Tied as the model declares (``_tied_weights_keys``) and as tensor identity confirms."""
+    if heads.output_weight is None or heads.output_weight is not heads.weight:
+        return False
     patterns = _declared_tied_patterns(model)
-    output_names = [s.qualname for s in by_id[id(output_weight)][1]] if output is not None else []
-    tied = output_weight is weight and any(_is_declared(n, patterns) for n in output_names)
-    swaps = tuple(
-        ParamSwap(g.full, g.reduced, g.index, g.dim)  # type: ignore[arg-type]
-        for g in groups
-        if g.is_param
-    )
-    return PreparedEmbeddings(
-        plan,
-        model,
-        swaps,
-        tied,
-        tuple(slot.qualname for g in groups for slot in g.slots),
-        tuple(skipped),
-        rows,
-        tuple(groups),
-        tuple(changes),
-    )
+    names = [s.qualname for f in found if f.tensor is heads.weight for s in f.slots]
+    return any(_is_declared(name, patterns) for name in names)
 
 
 def apply(plan: VocabPlan, model: nn.Module, *, offload: str | None = None) -> AppliedEmbeddings:

@@ -28,12 +28,11 @@ Example:
 from __future__ import annotations
 
 import copy
-import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from vocab_adapters.bpe_closure import closure_ids, merge_table
-from vocab_adapters.reversible import Done
+from vocab_adapters.reversible import RECORD, Applied
 from vocab_adapters.tokenizer_backend import (
     backend_of,
     dump_json,
@@ -48,7 +47,7 @@ __all__ = [
     "PreparedFastTokenizer",
     "SUPPORTED_MODELS",
     "apply",
-    "close_plan_for",
+    "close_plan",
     "fallback_ids",
     "prepare",
     "reduce_tokenizer_json",
@@ -56,39 +55,6 @@ __all__ = [
 ]
 
 SUPPORTED_MODELS = ("BPE", "Unigram", "WordLevel", "WordPiece")
-
-
-class _Registry:
-    """Which tokenizers hold an applied plan (weakly where the object allows it)."""
-
-    def __init__(self) -> None:
-        self._weak: weakref.WeakKeyDictionary[Any, AppliedFastTokenizer] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._strong: dict[int, tuple[Any, AppliedFastTokenizer]] = {}
-
-    def get(self, tokenizer: Any) -> AppliedFastTokenizer | None:
-        try:
-            return self._weak.get(tokenizer)
-        except TypeError:  # not weak-referenceable (tokenizers < 0.23)
-            found = self._strong.get(id(tokenizer))
-            return found[1] if found is not None and found[0] is tokenizer else None
-
-    def set(self, tokenizer: Any, applied: AppliedFastTokenizer) -> None:
-        try:
-            self._weak[tokenizer] = applied
-        except TypeError:
-            self._strong[id(tokenizer)] = (tokenizer, applied)
-
-    def discard(self, tokenizer: Any, applied: AppliedFastTokenizer) -> None:
-        if self.get(tokenizer) is applied:
-            try:
-                del self._weak[tokenizer]
-            except TypeError:
-                del self._strong[id(tokenizer)]
-
-
-_APPLIED = _Registry()
 
 
 # -- pure JSON surgery ------------------------------------------------------------------------
@@ -252,7 +218,7 @@ def reduce_tokenizer_json(
     Raises:
         VocabError: The model or a post-processor type is unsupported, the plan drops a
             token the tokenizer needs (unk, a post-processor's or padding's special token),
-            or the plan is not closed (see :func:`close_plan_for`).
+            or the plan is not closed (see :func:`close_plan`).
         PlanMismatchError: The document holds ids beyond ``plan.vocab_size``.
 
     >>> from vocabcore import VocabPlan
@@ -333,7 +299,7 @@ def reduce_tokenizer_json(
             raise VocabError(
                 f"the plan is not closed for this {kind} tokenizer: it drops {len(missing)} "
                 f"id(s) the reduced tokenizer needs (e.g. {names}; {why}); close it with "
-                "vocab_adapters.fast_tokenizer.close_plan_for(plan, tokenizer) or build it "
+                "vocab_adapters.fast_tokenizer.close_plan(plan, tokenizer) or build it "
                 "with plan_from_texts"
             )
 
@@ -375,16 +341,18 @@ def _check_id(plan: VocabPlan, old_id: Any, what: str) -> int:
 # -- closure on a live tokenizer --------------------------------------------------------------
 
 
-def close_plan_for(plan: VocabPlan, tokenizer: Any) -> VocabPlan:
-    """``plan`` plus the ids ``tokenizer``'s model needs to encode exactly (see ``required_ids``).
+def close_plan(plan: VocabPlan, tokenizer: Any) -> VocabPlan:
+    """``plan`` plus what ``tokenizer`` needs to encode exactly once reduced.
 
-    Returns ``plan`` itself when nothing is missing; otherwise a plan with the same
-    fingerprint and metadata.
+    The ids of :func:`fallback_ids` (byte alphabet, byte pieces: any text still encodes) and
+    of :func:`required_ids` (BPE merge closure, the Unigram fallback piece). Returns ``plan``
+    itself when nothing is missing; otherwise a plan with the same fingerprint and metadata.
     """
     if not isinstance(plan, VocabPlan):
         raise VocabError(f"'plan' must be a VocabPlan (got {type(plan).__name__})")
     _, document = tokenizer_document(tokenizer)
-    needed = required_ids(document, plan.kept)
+    fallback = fallback_ids(document)
+    needed = fallback | required_ids(document, fallback.union(plan.kept))
     bad = [i for i in needed if i >= plan.vocab_size]
     if bad:
         raise PlanMismatchError(
@@ -412,7 +380,17 @@ class _BareState:
         self.components = {name: getattr(tokenizer, name) for name in _COMPONENTS}
         self.encode_special_tokens: bool = tokenizer.encode_special_tokens
 
+    @classmethod
+    def of_reduced(cls, text: str, reduced: Any, original: _BareState) -> _BareState:
+        """The state that installs the reduced backend ``reduced`` (serialized as ``text``)."""
+        state = cls.__new__(cls)
+        state.state = text.encode("utf-8")
+        state.components = {name: getattr(reduced, name) for name in _COMPONENTS}
+        state.encode_special_tokens = original.encode_special_tokens
+        return state
+
     def restore(self, tokenizer: Any) -> None:
+        """Make ``tokenizer`` (the same object) hold this state."""
         tokenizer.__setstate__(self.state)
         for name, value in self.components.items():
             setattr(tokenizer, name, value)
@@ -433,37 +411,28 @@ class PreparedFastTokenizer:
 
     def commit(self) -> AppliedFastTokenizer:
         """Install the reduced backend and return the undo handle."""
-        if _APPLIED.get(self.tokenizer) is not None:
-            raise VocabError(
-                "a plan is already applied to this tokenizer; revert it before applying again"
-            )
+        RECORD.check_free(self.tokenizer, "tokenizer")
         if self._original is self.tokenizer:  # bare tokenizers.Tokenizer: change it in place
             state = _BareState(self._original)
-            self._original.__setstate__(self._reduced_text.encode("utf-8"))
-            for name in _COMPONENTS:
-                setattr(self._original, name, getattr(self._reduced, name))
-            self._original.encode_special_tokens = state.encode_special_tokens
-            applied = AppliedFastTokenizer(self.plan, self.tokenizer, state, self._original)
-        else:
-            self.tokenizer._tokenizer = self._reduced
-            applied = AppliedFastTokenizer(self.plan, self.tokenizer, self._original, self._reduced)
-        _APPLIED.set(self.tokenizer, applied)
-        return applied
+            _BareState.of_reduced(self._reduced_text, self._reduced, state).restore(self._original)
+            return AppliedFastTokenizer(self.plan, self.tokenizer, state, self._original)
+        self.tokenizer._tokenizer = self._reduced
+        return AppliedFastTokenizer(self.plan, self.tokenizer, self._original, self._reduced)
 
 
-class AppliedFastTokenizer:
+class AppliedFastTokenizer(Applied):
     """Undo handle of a plan applied to a fast tokenizer."""
 
+    what = "tokenizer"
+
     def __init__(self, plan: VocabPlan, tokenizer: Any, original: Any, reduced: Any) -> None:
+        super().__init__(tokenizer)
         self.plan = plan
         self.tokenizer = tokenizer
         self._original = original  # the original backend, or its pickled state (bare)
         self._reduced = reduced
-        self._done = Done("tokenizer")
 
-    def check_revert(self) -> None:
-        """Raise ``VocabError`` if reverting would lose changes made since apply."""
-        self._done.check()
+    def _check_revert(self) -> None:
         backend = backend_of(self.tokenizer)
         if backend is None or backend is not self._reduced:
             raise VocabError(
@@ -478,23 +447,23 @@ class AppliedFastTokenizer:
                 "applying the plan, or after reverting it"
             )
 
-    def revert(self) -> None:
-        """Restore the original backend."""
-        self.check_revert()
-        self._restore("reverted")
-
-    def rollback(self) -> None:
-        """Undo the commit exactly."""
-        self._done.check()
-        self._restore("rolled back")
-
-    def _restore(self, how: str) -> None:
+    def _prepare_revert(self) -> tuple[Callable[[], None], Callable[[], None]]:
         if isinstance(self._original, _BareState):
-            self._original.restore(self._reduced)
-        else:
-            self.tokenizer._tokenizer = self._original
-        self._done.mark(how)
-        _APPLIED.discard(self.tokenizer, self)
+            original, bare = self._original, self._reduced
+            reduced = _BareState(bare)
+            return (lambda: original.restore(bare), lambda: reduced.restore(bare))
+        tokenizer, full, small = self.tokenizer, self._original, self._reduced
+
+        def install() -> None:
+            tokenizer._tokenizer = full
+
+        def uninstall() -> None:
+            tokenizer._tokenizer = small
+
+        return install, uninstall
+
+    def _rollback(self) -> None:
+        self._prepare_revert()[0]()
 
 
 def prepare(plan: VocabPlan, tokenizer: Any) -> PreparedFastTokenizer:
@@ -514,11 +483,7 @@ def prepare(plan: VocabPlan, tokenizer: Any) -> PreparedFastTokenizer:
             f"{type(tokenizer).__name__} is a slow tokenizer (no 'tokenizers' backend); use "
             "vocab_adapters.slow_tokenizer for it, or load the fast one (use_fast=True)"
         )
-    if _APPLIED.get(tokenizer) is not None:
-        raise VocabError(
-            "a plan is already applied to this tokenizer; revert it (applied.revert()) before "
-            "applying another"
-        )
+    RECORD.check_free(tokenizer, "tokenizer")
     size = tokenizer_size(tokenizer)
     if plan.vocab_size != size:
         raise PlanMismatchError(

@@ -39,14 +39,14 @@ embedding is what it quantizes, and revert is refused until it is overridden to 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 import torch
 
 from vocab_adapters.embeddings import ParamSwap
-from vocab_adapters.reversible import Done
+from vocab_adapters.reversible import RECORD, Applied
 from vocabcore import VocabError
 
 __all__ = [
@@ -54,7 +54,6 @@ __all__ = [
     "AttachedOptimizer",
     "PreparedOptimizer",
     "PreparedRestore",
-    "RestoredOptimizer",
     "apply",
     "attach",
     "prepare",
@@ -171,6 +170,7 @@ class PreparedOptimizer:
 
     def commit(self) -> AppliedOptimizer:
         """Point ``param_groups`` at the reduced parameters and install their state."""
+        RECORD.check_free(self.optimizer, "optimizer")
         _swap_in(self.optimizer, self._entries, lambda e: e.swap.full, lambda e: e.swap.reduced)
         return AppliedOptimizer(self.optimizer, self.swaps, self._entries, self._held)
 
@@ -203,6 +203,7 @@ def prepare(
     if offload not in (None, "cpu"):
         raise VocabError(f"'offload' must be None or 'cpu' (got {offload!r})")
     positions = _positions(optimizer)
+    RECORD.check_free(optimizer, "optimizer")
     entries: list[_Entry] = []
     held: list[State | None] = []
     for swap in swaps:
@@ -251,8 +252,10 @@ def apply(
     return prepare(optimizer, swaps, offload=offload).commit()
 
 
-class AppliedOptimizer:
+class AppliedOptimizer(Applied):
     """Undo handle of an optimizer pointed at reduced parameters (resume case)."""
+
+    what = "optimizer"
 
     def __init__(
         self,
@@ -261,35 +264,36 @@ class AppliedOptimizer:
         entries: tuple[_Entry, ...],
         held: tuple[State | None, ...],
     ) -> None:
+        super().__init__(optimizer)
         self.optimizer = optimizer
         self.swaps = swaps
         self._entries = entries
         self._held = held
-        self._done = Done("optimizer")
 
-    def check_revert(self) -> None:
+    def _check_revert(self) -> None:
         """Raise ``VocabError`` if a reduced parameter left the optimizer since apply."""
-        self._done.check()
         _restore_positions(self.optimizer, [e.swap for e in self._entries], required=True)
 
-    def revert(self) -> None:
-        """Scatter the trained state into the full-size state; point back at full parameters."""
-        self.check_revert()
+    def _prepare_revert(self) -> tuple[Callable[[], None], Callable[[], None]]:
         bases = {id(e.swap.full): held for e, held in zip(self._entries, self._held, strict=True)}
         swaps = [e.swap for e in self._entries]
-        _prepare_restore(self.optimizer, swaps, bases, required=True).commit()
-        self._done.mark("reverted")
+        restore = _prepare_restore(self.optimizer, swaps, bases, required=True)
+        return restore.commit, restore.undo
 
-    def rollback(self) -> None:
-        """Put the full parameters and their original state back, as if apply never happened."""
-        self._done.check()
-        for entry in self._entries:
-            group = self.optimizer.param_groups[entry.group]["params"]
-            group[entry.position] = entry.swap.full
-            self.optimizer.state.pop(entry.swap.reduced, None)
-            if entry.old_state is not None:
-                self.optimizer.state[entry.swap.full] = entry.old_state
-        self._done.mark("rolled back")
+    def _rollback(self) -> None:
+        _swap_back(self.optimizer, self._entries, to_full=True)
+
+
+def _swap_back(optimizer: Any, entries: Sequence[_Entry], *, to_full: bool) -> None:
+    """Put one side of each swap back in ``param_groups`` with the state it had before."""
+    for entry in entries:
+        put, drop = (entry.swap.full, entry.swap.reduced)
+        if not to_full:
+            put, drop = drop, put
+        optimizer.param_groups[entry.group]["params"][entry.position] = put
+        optimizer.state.pop(drop, None)
+        if entry.old_state is not None:
+            optimizer.state[put] = entry.old_state
 
 
 def _restore_positions(
@@ -382,30 +386,13 @@ class PreparedRestore:
     swaps: tuple[ParamSwap, ...]
     _entries: tuple[_Entry, ...]
 
-    def commit(self) -> RestoredOptimizer:
+    def commit(self) -> None:
         """Point ``param_groups`` at the full parameters and install their full-size state."""
         _swap_in(self.optimizer, self._entries, lambda e: e.swap.reduced, lambda e: e.swap.full)
-        return RestoredOptimizer(self.optimizer, self._entries)
 
-
-class RestoredOptimizer:
-    """Handle of a restored optimizer; ``rollback()`` puts the reduced parameters back."""
-
-    def __init__(self, optimizer: Any, entries: tuple[_Entry, ...]) -> None:
-        self.optimizer = optimizer
-        self._entries = entries
-        self._done = Done("optimizer")
-
-    def rollback(self) -> None:
-        """Undo the restore: reduced parameters and their state back in the optimizer."""
-        self._done.check()
-        for entry in self._entries:
-            group = self.optimizer.param_groups[entry.group]["params"]
-            group[entry.position] = entry.swap.reduced
-            self.optimizer.state.pop(entry.swap.full, None)
-            if entry.old_state is not None:
-                self.optimizer.state[entry.swap.reduced] = entry.old_state
-        self._done.mark("rolled back")
+    def undo(self) -> None:
+        """Undo :meth:`commit`: the reduced parameters and their state back in the optimizer."""
+        _swap_back(self.optimizer, self._entries, to_full=False)
 
 
 def prepare_restore(optimizer: Any, swaps: Sequence[ParamSwap]) -> PreparedRestore:
@@ -422,30 +409,32 @@ def prepare_restore(optimizer: Any, swaps: Sequence[ParamSwap]) -> PreparedResto
     return _prepare_restore(optimizer, swaps, {}, required=False)
 
 
-class AttachedOptimizer:
+class AttachedOptimizer(Applied):
     """Undo handle for an optimizer created while reduced: ``revert()`` restores it."""
 
+    what = "optimizer"
+
     def __init__(self, optimizer: Any, swaps: tuple[ParamSwap, ...]) -> None:
+        super().__init__(optimizer)
         self.optimizer = optimizer
         self.swaps = swaps
-        self._done = Done("optimizer")
 
-    def check_revert(self) -> None:
+    def _check_revert(self) -> None:
         """Raise ``VocabError`` if the optimizer can't be restored (see ``prepare_restore``)."""
-        self._done.check()
         for swap, where in _restore_positions(self.optimizer, self.swaps, required=False):
             _check_bnb(self.optimizer, swap, False, where, "scattered back")
 
-    def revert(self) -> None:
-        """Point the optimizer at the full parameters with zero-filled, scattered state."""
-        self.check_revert()
-        prepare_restore(self.optimizer, self.swaps).commit()
-        self._done.mark("reverted")
+    def _prepare_revert(self) -> tuple[Callable[[], None], Callable[[], None]]:
+        restore = prepare_restore(self.optimizer, self.swaps)
+        return restore.commit, restore.undo
 
-    def rollback(self) -> None:
+    def _rollback(self) -> None:
         """Forget the optimizer; it is left as it is."""
-        self._done.check()
-        self._done.mark("rolled back")
+
+    def forget(self) -> None:
+        """Drop this handle without touching the optimizer (it was never restored)."""
+        if self.active:
+            self._finish("forgotten")
 
 
 def attach(optimizer: Any, swaps: Sequence[ParamSwap]) -> AttachedOptimizer:

@@ -1,43 +1,124 @@
-"""The two-phase protocol every adapter follows: prepare (validate, compute), commit, revert.
+"""The one protocol every adapter implements, and the one record of what is applied.
 
 Each adapter module (``fast_tokenizer``, ``slow_tokenizer``, ``embeddings``, ``config``,
-``optimizer``) exposes::
+``optimizer``) follows the same two-phase shape, both ways::
 
-    prepare(plan, target, ...) -> Prepared     # validates everything, computes the new state
-                                               # out of place; touches nothing
-    apply(plan, target, ...) -> Applied        # prepare(...).commit(), for direct use
+    prepare(plan, target, ...) -> Prepared     # validate everything, compute the reduced
+                                               # state out of place; touch nothing
+    Prepared.commit() -> Applied               # install it with plain assignments
 
-``Prepared.commit()`` installs the reduced state with plain assignments only (no computation
-that can fail) and returns an ``Applied``. ``Applied.check_revert()`` raises
-:class:`vocabcore.VocabError` when reverting would be unsafe and changes nothing;
-``Applied.revert()`` restores the full vocabulary (carrying trained rows/state back);
-``Applied.rollback()`` undoes ``commit`` exactly, as if apply never happened (used when a later
-stage of ``apply_plan`` fails). Reverting or rolling back twice raises ``VocabError``.
+    Applied.prepare_revert() -> RevertStep     # validate, compute the full state (every
+                                               # allocation); touch nothing the user sees
+    RevertStep.commit()                        # install it with plain assignments
+    RevertStep.undo()                          # put the reduced state back (a later stage's
+                                               # commit failed)
+    Applied.rollback()                         # undo Prepared.commit exactly (a later stage
+                                               # of apply failed)
 
-The top level (:mod:`vocab_adapters.session`) prepares every target first, then commits them in
-order, rolling back the committed ones if a later commit raises.
+An adapter subclasses :class:`Applied` and writes three hooks: ``_check_revert`` (raise
+``VocabError`` when reverting would be unsafe), ``_prepare_revert`` (compute, then return the
+pair of assignments that install the full state and put the reduced one back) and
+``_rollback``. The skeleton (guards against a second revert, the record of applied targets,
+marking) lives here once. :func:`commit_all` runs a list of commits as one transaction: when
+one raises, the ones before it are undone in reverse order and the exception propagates.
+
+The record: every committed change registers its target object (:data:`RECORD`), so applying
+a second plan to a target that holds one, or reverting a change twice, is refused whatever
+entry point was used (``apply_plan`` or an adapter module directly).
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import abc
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from vocabcore import VocabError
+
+__all__ = [
+    "RECORD",
+    "Applied",
+    "Prepared",
+    "Record",
+    "RevertStep",
+    "commit_all",
+    "revert_all",
+]
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
-@runtime_checkable
-class Applied(Protocol):
-    """A change that has been made and can be undone."""
+class Record:
+    """Which objects hold an applied change, by identity (weakly where the object allows)."""
 
-    def check_revert(self) -> None:
-        """Raise ``VocabError`` if :meth:`revert` would be unsafe; change nothing."""
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[Callable[[], Any], list[Applied]]] = {}
 
-    def revert(self) -> None:
-        """Restore the full vocabulary, keeping what training changed."""
+    def _entry(self, target: object) -> list[Applied] | None:
+        entry = self._entries.get(id(target))
+        if entry is None or entry[0]() is not target:
+            return None
+        return entry[1]
 
-    def rollback(self) -> None:
-        """Undo the change exactly, as if it had never been made."""
+    def holders(self, target: object) -> list[Applied]:
+        """The active changes made to ``target`` (empty when it holds none)."""
+        return list(self._entry(target) or ())
+
+    def check_free(self, target: object, what: str) -> None:
+        """Raise ``VocabError`` if ``target`` already holds an applied plan."""
+        if self._entry(target):
+            raise VocabError(
+                f"this {what} already has a plan applied; call revert_plan() on the "
+                "AppliedPlan first (or compose the plans with plan.then(...) and apply once)"
+            )
+
+    def hold(self, target: object, change: Applied) -> None:
+        """Record that ``change`` is applied to ``target``."""
+        found = self._entry(target)
+        if found is not None:
+            found.append(change)
+            return
+        key = id(target)
+
+        def forget(_: object) -> None:
+            self._entries.pop(key, None)
+
+        try:
+            ref: Callable[[], Any] = weakref.ref(target, forget)
+        except TypeError:  # not weak-referenceable: hold it until released
+            ref = _Strong(target)
+        self._entries[key] = (ref, [change])
+
+    def release(self, target: object, change: Applied) -> None:
+        """Forget ``change`` on ``target``."""
+        found = self._entry(target)
+        if found is None:
+            return
+        found[:] = [c for c in found if c is not change]
+        if not found:
+            self._entries.pop(id(target), None)
+
+    def __iter__(self) -> Iterator[Applied]:
+        for ref, changes in list(self._entries.values()):
+            if ref() is not None:
+                yield from changes
 
 
-@runtime_checkable
+class _Strong:
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __call__(self) -> object:
+        return self.obj
+
+
+RECORD = Record()
+
+
 class Prepared(Protocol):
     """A validated change, computed out of place, not yet made."""
 
@@ -45,25 +126,126 @@ class Prepared(Protocol):
         """Make the change with plain assignments and return its undo handle."""
 
 
-class Done:
-    """Guards an ``Applied`` against a second revert or rollback."""
+class Applied(abc.ABC):
+    """A change that has been made to ``target`` and can be reverted or rolled back.
 
-    __slots__ = ("_done", "_what")
+    Attributes:
+        target: The object changed (tokenizer, model, config or optimizer).
+        owner: The :class:`~vocab_adapters.session.AppliedPlan` this change belongs to, if any.
+    """
 
-    def __init__(self, what: str) -> None:
-        self._what = what
-        self._done: str | None = None
+    what: ClassVar[str] = "object"
 
-    def check(self) -> None:
-        """Raise ``VocabError`` if the change was already reverted or rolled back."""
-        if self._done is not None:
-            from vocabcore import VocabError
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self.owner: Any = None
+        self._state = "active"
+        RECORD.hold(target, self)
 
+    @property
+    def active(self) -> bool:
+        """Whether the change is in force (not reverted or rolled back)."""
+        return self._state == "active"
+
+    def _check_active(self) -> None:
+        if not self.active:
             raise VocabError(
-                f"the plan applied to this {self._what} was already {self._done}; "
+                f"the plan applied to this {self.what} was already {self._state}; "
                 "apply the plan again before reverting"
             )
 
-    def mark(self, how: str) -> None:
-        """Record that the change was reverted or rolled back (``how``)."""
-        self._done = how
+    def check_revert(self) -> None:
+        """Raise ``VocabError`` if reverting would be unsafe; change nothing."""
+        self._check_active()
+        self._check_revert()
+
+    def prepare_revert(self) -> RevertStep:
+        """Validate and compute the full state; change nothing the user can see."""
+        self.check_revert()
+        install, uninstall = self._prepare_revert()
+        return RevertStep(self, install, uninstall)
+
+    def revert(self) -> None:
+        """Restore the full vocabulary, keeping what training changed."""
+        revert_all([self])
+
+    def rollback(self) -> None:
+        """Undo the change exactly, as if it had never been made."""
+        self._check_active()
+        self._rollback()
+        self._finish("rolled back")
+
+    def _finish(self, how: str) -> None:
+        self._state = how
+        RECORD.release(self.target, self)
+
+    def _reopen(self) -> None:
+        self._state = "active"
+        RECORD.hold(self.target, self)
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    def _check_revert(self) -> None:  # noqa: B027 - optional hook
+        """Raise ``VocabError`` when the target changed in a way that makes revert unsafe."""
+
+    @abc.abstractmethod
+    def _prepare_revert(self) -> tuple[Callable[[], None], Callable[[], None]]:
+        """Compute the full state; return (install it, put the reduced state back)."""
+
+    @abc.abstractmethod
+    def _rollback(self) -> None:
+        """Put the original state back, as if the change had never been made."""
+
+
+class RevertStep:
+    """The computed full state of one :class:`Applied`, ready to install."""
+
+    __slots__ = ("_install", "_uninstall", "applied")
+
+    def __init__(
+        self, applied: Applied, install: Callable[[], None], uninstall: Callable[[], None]
+    ) -> None:
+        self.applied = applied
+        self._install = install
+        self._uninstall = uninstall
+
+    def commit(self) -> None:
+        """Install the full state (plain assignments) and mark the change reverted."""
+        self._install()
+        self.applied._finish("reverted")
+
+    def undo(self) -> None:
+        """Put the reduced state back and mark the change active again."""
+        self._uninstall()
+        self.applied._reopen()
+
+
+def commit_all(
+    items: Sequence[_T], commit: Callable[[_T], _R], undo: Callable[[_T, _R], None]
+) -> list[_R]:
+    """``commit`` each item in order, as one transaction.
+
+    When a commit raises, the items committed before it are undone in reverse order and the
+    exception propagates, so either every commit happened or none did.
+    """
+    done: list[tuple[_T, _R]] = []
+    try:
+        for item in items:
+            done.append((item, commit(item)))
+    except BaseException:
+        for item, result in reversed(done):
+            undo(item, result)
+        raise
+    return [result for _, result in done]
+
+
+def revert_all(changes: Sequence[Applied]) -> None:
+    """Revert ``changes`` all or nothing: check and compute all, then install all.
+
+    Raises:
+        VocabError: A change was already reverted, or its target changed in a way that makes
+            revert unsafe; nothing is changed then. Any error while computing (out of memory)
+            likewise leaves every target as it was, and revert can be retried.
+    """
+    steps = [change.prepare_revert() for change in changes]
+    commit_all(steps, RevertStep.commit, lambda step, _: step.undo())

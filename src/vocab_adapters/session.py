@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from vocab_adapters.reversible import Applied, Prepared
+from vocab_adapters.reversible import RECORD, Applied, Prepared, commit_all, revert_all
 from vocabcore import VocabError, VocabPlan
 
-__all__ = ["AppliedPlan", "apply_plan", "reduced_vocab", "revert_plan", "track_optimizer"]
+__all__ = [
+    "STAGES",
+    "AppliedPlan",
+    "apply_plan",
+    "reduced_vocab",
+    "revert_plan",
+    "track_optimizer",
+]
 
-# id(target object) -> the AppliedPlan that currently holds it reduced.
-_ACTIVE: dict[int, weakref.ReferenceType[AppliedPlan]] = {}
+#: The stages of a plan, in the order apply commits them; revert installs them in reverse.
+STAGES = ("tokenizer", "embeddings", "config", "optimizer")
 
 
 def _holder(obj: object) -> AppliedPlan | None:
-    ref = _ACTIVE.get(id(obj))
-    holder = ref() if ref is not None else None
-    if holder is None or not holder.active or not any(t is obj for t in holder._targets()):
-        return None
-    return holder
+    for change in RECORD.holders(obj):
+        if isinstance(change.owner, AppliedPlan) and change.owner.active:
+            return change.owner
+    return None
 
 
 class AppliedPlan:
@@ -30,6 +35,7 @@ class AppliedPlan:
     Attributes:
         plan: The plan that was applied.
         model, tokenizer, optimizer: The targets (``None`` where not given).
+        stages: The applied stage of each target, by stage name, in :data:`STAGES` order.
     """
 
     def __init__(
@@ -38,24 +44,23 @@ class AppliedPlan:
         model: Any,
         tokenizer: Any,
         optimizer: Any,
-        stages: list[tuple[str, Applied]],
+        stages: dict[str, Applied],
         swaps: tuple[Any, ...],
     ) -> None:
         self.plan = plan
         self.model = model
         self.tokenizer = tokenizer
         self.optimizer = optimizer
-        self._stages = stages
+        self.stages = stages
         self._swaps = swaps
         self._late_optimizers: list[Any] = []
-        self.active = True
+        for stage in stages.values():
+            stage.owner = self
 
-    def _targets(self) -> list[Any]:
-        return [
-            t
-            for t in (self.model, self.tokenizer, self.optimizer, *self._late_optimizers)
-            if t is not None
-        ]
+    @property
+    def active(self) -> bool:
+        """Whether the plan is in force (applied and not yet reverted)."""
+        return any(stage.active for stage in self.stages.values())
 
     @property
     def swaps(self) -> tuple[Any, ...]:
@@ -73,30 +78,10 @@ class AppliedPlan:
         if optimizer is self.optimizer or any(o is optimizer for o in self._late_optimizers):
             return
         self._late_optimizers.append(optimizer)
-        _ACTIVE[id(optimizer)] = weakref.ref(self)
 
     def __repr__(self) -> str:
         state = "active" if self.active else "reverted"
-        names = ", ".join(name for name, _ in self._stages)
-        return f"AppliedPlan({self.plan!r}, {state}, stages=[{names}])"
-
-
-def _tokenizer_adapter(tokenizer: Any) -> Any:
-    from vocab_adapters.tokenizer_backend import backend_of
-
-    if backend_of(tokenizer) is not None:
-        from vocab_adapters import fast_tokenizer
-
-        return fast_tokenizer
-    from vocab_adapters import slow_tokenizer
-
-    if not slow_tokenizer.supports(tokenizer):
-        raise VocabError(
-            f"tokenizer of type {type(tokenizer).__name__} is not supported: pass a Hugging Face "
-            "fast tokenizer, a tokenizers.Tokenizer, or a BERT/RoBERTa/GPT-2/XLM-R/DeBERTa-v2 "
-            "slow tokenizer (see docs/slow_tokenizers.md)"
-        )
-    return slow_tokenizer
+        return f"AppliedPlan({self.plan!r}, {state}, stages=[{', '.join(self.stages)}])"
 
 
 def _check_targets(plan: Any, model: Any, tokenizer: Any, optimizer: Any) -> None:
@@ -111,23 +96,38 @@ def _check_targets(plan: Any, model: Any, tokenizer: Any, optimizer: Any) -> Non
     if plan.new_size == 0:
         raise VocabError("the plan keeps no id; build it from texts the model will see")
     for name, obj in (("model", model), ("tokenizer", tokenizer), ("optimizer", optimizer)):
-        if obj is not None and _holder(obj) is not None:
-            raise VocabError(
-                f"this {name} already has a plan applied; call revert_plan() on the "
-                "AppliedPlan first (or compose the plans with plan.then(...) and apply once)"
-            )
+        if obj is not None:
+            RECORD.check_free(obj, name)
+    config = getattr(model, "config", None)
+    if config is not None:
+        RECORD.check_free(config, "model's config")
 
 
-def _commit_all(prepared: list[tuple[str, Prepared]]) -> list[tuple[str, Applied]]:
-    done: list[tuple[str, Applied]] = []
-    try:
-        for name, stage in prepared:
-            done.append((name, stage.commit()))
-    except BaseException:
-        for _, applied in reversed(done):
-            applied.rollback()
-        raise
-    return done
+def _prepare_stages(
+    plan: VocabPlan, model: Any, tokenizer: Any, optimizer: Any, offload: str | None
+) -> tuple[list[tuple[str, Prepared]], tuple[Any, ...]]:
+    """Every stage validated and computed out of place, in :data:`STAGES` order."""
+    prepared: list[tuple[str, Prepared]] = []
+    swaps: tuple[Any, ...] = ()
+    if tokenizer is not None:
+        from vocab_adapters.tokenizer_adapter import adapter_for
+
+        prepared.append(("tokenizer", adapter_for(tokenizer).prepare(plan, tokenizer)))
+    if model is not None:
+        from vocab_adapters import config as config_adapter
+        from vocab_adapters import embeddings
+
+        prepared_embeddings = embeddings.prepare(plan, model, offload=offload)
+        swaps = tuple(prepared_embeddings.swaps)
+        prepared.append(("embeddings", prepared_embeddings))
+        if getattr(model, "config", None) is not None:
+            prepared.append(("config", config_adapter.prepare(plan, model)))
+    if optimizer is not None:
+        from vocab_adapters import optimizer as optimizer_adapter
+
+        prepared.append(("optimizer", optimizer_adapter.prepare(optimizer, swaps)))
+    assert [name for name, _ in prepared] == [n for n in STAGES if n in dict(prepared)]
+    return prepared, swaps
 
 
 def apply_plan(
@@ -163,36 +163,48 @@ def apply_plan(
     """
     _check_targets(plan, model, tokenizer, optimizer)
     if model is not None:
-        from vocab_adapters.distributed import check_peft_apply, check_unwrapped
+        from vocab_adapters.wrappers import check_peft_apply, check_unwrapped
 
         check_unwrapped(model, "apply")
         check_peft_apply(model)
-    prepared: list[tuple[str, Prepared]] = []
-    swaps: tuple[Any, ...] = ()
-    if tokenizer is not None:
-        prepared.append(("tokenizer", _tokenizer_adapter(tokenizer).prepare(plan, tokenizer)))
-    if model is not None:
-        from vocab_adapters import config as config_adapter
-        from vocab_adapters import embeddings
+    prepared, swaps = _prepare_stages(plan, model, tokenizer, optimizer, offload)
+    applied = commit_all(
+        [stage for _, stage in prepared],
+        lambda stage: stage.commit(),
+        lambda _, change: change.rollback(),
+    )
+    stages = {name: change for (name, _), change in zip(prepared, applied, strict=True)}
+    return AppliedPlan(plan, model, tokenizer, optimizer, stages, swaps)
 
-        prepared_embeddings = embeddings.prepare(plan, model, offload=offload)
-        swaps = tuple(prepared_embeddings.swaps)
-        prepared.append(("embeddings", prepared_embeddings))
-        if getattr(model, "config", None) is not None:
-            prepared.append(("config", config_adapter.prepare(plan, model)))
-    if optimizer is not None:
-        from vocab_adapters import optimizer as optimizer_adapter
 
-        prepared.append(("optimizer", optimizer_adapter.prepare(optimizer, swaps)))
-    stages = _commit_all(prepared)
-    applied = AppliedPlan(plan, model, tokenizer, optimizer, stages, swaps)
-    for target in applied._targets():
-        _ACTIVE[id(target)] = weakref.ref(applied)
-    return applied
+def _late_handles(applied: AppliedPlan, optimizer: Any) -> list[Any]:
+    """Undo handles for optimizers created while reduced (validated; none left registered)."""
+    late = list(applied._late_optimizers)
+    if optimizer is not None and not any(o is optimizer for o in (applied.optimizer, *late)):
+        late.append(optimizer)
+    if not late:
+        return []
+    from vocab_adapters import optimizer as optimizer_adapter
+
+    handles: list[Any] = []
+    try:
+        for o in late:
+            handles.append(optimizer_adapter.attach(o, applied.swaps))
+    except BaseException:
+        for handle in handles:
+            handle.forget()
+        raise
+    applied._late_optimizers = late
+    return handles
 
 
 def revert_plan(applied: AppliedPlan, *, optimizer: Any = None) -> None:
     """Restore the full vocabulary, writing trained rows and optimizer state back.
+
+    All or nothing: every stage is checked and its full state computed (every allocation,
+    the optimizer's full-size state included) before any stage installs it; a failure then
+    (a changed target, out of memory) leaves every target reduced and the plan active, so
+    revert can be retried.
 
     Args:
         applied: What :func:`apply_plan` returned.
@@ -215,35 +227,21 @@ def revert_plan(applied: AppliedPlan, *, optimizer: Any = None) -> None:
             "this plan was already reverted; revert_plan is called once per apply_plan"
         )
     if applied.model is not None:
-        from vocab_adapters.distributed import check_peft_revert, check_unwrapped
+        from vocab_adapters.wrappers import check_peft_revert, check_unwrapped
 
         check_unwrapped(applied.model, "revert")
         check_peft_revert(applied.model, (swap.reduced for swap in applied.swaps))
-    late = list(applied._late_optimizers)
-    known = [applied.optimizer, *late]
-    if optimizer is not None and not any(o is optimizer for o in known):
-        late.append(optimizer)
-    restores: list[Any] = []
-    if late:
-        from vocab_adapters import optimizer as optimizer_adapter
-
-        # Validated before anything changes; a refused optimizer is not left registered.
-        restores = [optimizer_adapter.prepare_restore(o, applied.swaps) for o in late]
-    applied._late_optimizers = late
-    for _, stage in applied._stages:
-        stage.check_revert()
-    # The embeddings go first: their revert is the one that computes (row copies, device moves)
-    # and it assigns nothing until that succeeded, so a failure there leaves every target
-    # reduced and the plan active. The other stages only assign.
-    order = sorted(reversed(applied._stages), key=lambda item: item[0] != "embeddings")
-    for _, stage in order:
-        stage.revert()
-    for restore in restores:
-        restore.commit()
-    applied.active = False
-    for target in applied._targets():
-        if _ACTIVE.get(id(target)) is not None:
-            _ACTIVE.pop(id(target), None)
+    late = _late_handles(applied, optimizer)
+    order: Sequence[Applied] = [
+        *late,
+        *(applied.stages[name] for name in reversed(STAGES) if name in applied.stages),
+    ]
+    try:
+        revert_all(order)
+    except BaseException:
+        for handle in late:
+            handle.forget()
+        raise
 
 
 def track_optimizer(target: Any, optimizer: Any) -> None:

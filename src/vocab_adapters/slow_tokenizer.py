@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from vocab_adapters.reversible import Done
+from vocab_adapters.reversible import RECORD, Applied
 from vocab_adapters.tokenizer_backend import (
     backend_of,
     fingerprint,
@@ -43,7 +43,6 @@ __all__ = [
     "supports",
 ]
 
-_MARK = "_vocabcore_slow_tokenizer_applied"
 _WORDPIECE, _BYTE_BPE, _SENTENCEPIECE = "WordPiece", "byte-level BPE", "SentencePiece"
 # sentencepiece ModelProto.SentencePiece.Type and TrainerSpec.ModelType values
 _SP_NORMAL, _SP_UNKNOWN, _SP_BPE = 1, 2, 2
@@ -178,9 +177,9 @@ def _merges_and_vocab(tokenizer: Any) -> tuple[list[tuple[str, str]], dict[str, 
 def _require_closed(
     plan: VocabPlan, vocab: Mapping[str, int], merges: list[tuple[str, str]], family: str
 ) -> None:
-    from vocab_adapters.bpe_closure import close_plan as close
+    from vocab_adapters.bpe_closure import close_under_merges
 
-    closed = close(plan, vocab, merges)
+    closed = close_under_merges(plan, vocab, merges)
     missing = sorted(set(closed.kept).difference(plan.kept))
     if missing:
         tokens = {i: t for t, i in vocab.items()}
@@ -195,23 +194,38 @@ def _require_closed(
 
 
 def close_plan(plan: VocabPlan, tokenizer: Any) -> VocabPlan:
-    """The smallest plan containing ``plan`` that ``tokenizer``'s BPE merges can rebuild.
+    """``plan`` plus what ``tokenizer`` needs to encode exactly once reduced.
 
-    BPE merges: :func:`vocab_adapters.bpe_closure.close_plan` on the tokenizer's merges.
-    Sentencepiece: the unknown piece, and for Unigram the lowest-scoring normal piece, whose
-    score sets the penalty of unknown characters. Returns ``plan`` itself when nothing is
-    missing (always for WordPiece).
+    Byte-level BPE: the byte alphabet (any text still encodes) and the merge closure
+    (:func:`vocab_adapters.bpe_closure.close_under_merges`). Sentencepiece: the unknown piece,
+    for Unigram the lowest-scoring normal piece (whose score sets the penalty of unknown
+    characters), for BPE the merge closure. Returns ``plan`` itself when nothing is missing
+    (always for WordPiece).
     """
+    if not isinstance(plan, VocabPlan):
+        raise VocabError(f"'plan' must be a VocabPlan (got {type(plan).__name__})")
     needed = {_lowest_unigram_id(tokenizer), _sp_unknown_id(tokenizer)}
+    needed.update(_byte_alphabet_ids(tokenizer))
     plan = plan.keeping(i for i in needed if i is not None and 0 <= i < plan.vocab_size)
     found = _merges_and_vocab(tokenizer)
     if found is None:
         return plan
-    from vocab_adapters.bpe_closure import close_plan as close
+    from vocab_adapters.bpe_closure import close_under_merges
 
     merges, vocab = found
-    closed: VocabPlan = close(plan, vocab, merges)
+    closed: VocabPlan = close_under_merges(plan, vocab, merges)
     return closed
+
+
+def _byte_alphabet_ids(tokenizer: Any) -> set[int]:
+    """The ids of a byte-level BPE's 256 byte symbols (empty for other families)."""
+    if _family(tokenizer) != _BYTE_BPE:
+        return set()
+    encoder = tokenizer.encoder
+    alphabet = getattr(tokenizer, "byte_encoder", None)
+    if not isinstance(alphabet, dict):
+        return set()
+    return {i for c in alphabet.values() if (i := encoder.get(c)) is not None}
 
 
 # -- prepare --------------------------------------------------------------------------------------
@@ -239,11 +253,7 @@ def _check_plan(plan: VocabPlan, tokenizer: Any) -> None:
             "bpe_ranks) or a sentencepiece model (sp_model); use vocab_adapters.fast_tokenizer "
             "for fast tokenizers"
         )
-    if _MARK in vars(tokenizer):
-        raise VocabError(
-            "this tokenizer is already reduced by a plan; revert that plan "
-            "(revert_plan(applied) or applied.revert()) before applying another"
-        )
+    RECORD.check_free(tokenizer, "tokenizer")
     size = tokenizer_size(tokenizer)
     if plan.vocab_size != size:
         raise PlanMismatchError(
@@ -418,51 +428,42 @@ def _verify(plan: VocabPlan, tokenizer: Any, clone: Any, tokens: list[str | None
         )
 
 
-class SlowTokenizerApplied:
+class SlowTokenizerApplied(Applied):
     """Undo handle of a plan applied to a slow tokenizer."""
+
+    what = "tokenizer"
 
     def __init__(
         self, tokenizer: Any, old: dict[str, Any], new: dict[str, Any], added: dict[int, Any]
     ) -> None:
+        super().__init__(tokenizer)
         self._tokenizer = tokenizer
         self._old = old
         self._new = new
         self._added = added
-        self._done = Done("tokenizer")
 
-    def check_revert(self) -> None:
-        """Raise ``VocabError`` if the tokenizer was changed since the plan was applied."""
-        self._done.check()
+    def _check_revert(self) -> None:
         state = vars(self._tokenizer)
-        if state.get(_MARK) is self and dict(state["_added_tokens_decoder"]) != self._added:
+        if dict(state["_added_tokens_decoder"]) != self._added:
             raise VocabError(
                 "tokens were added to the reduced tokenizer; their ids belong to the reduced "
                 "vocabulary and would clash after revert: add tokens before applying the plan, "
                 "or after reverting it (rollback() undoes the reduction and drops them)"
             )
         changed = [n for n, v in self._new.items() if state.get(n) is not v]
-        if changed or state.get(_MARK) is not self:
+        if changed:
             raise VocabError(
-                f"the reduced tokenizer's {', '.join(changed) or 'state'} was replaced since the "
+                f"the reduced tokenizer's {', '.join(changed)} was replaced since the "
                 "plan was applied, so reverting would lose that change; undo it (or reload the "
                 "tokenizer) instead of reverting"
             )
 
-    def revert(self) -> None:
-        """Restore the full vocabulary (a tokenizer has no trained state to carry back)."""
-        self.check_revert()
-        self._restore("reverted")
-
-    def rollback(self) -> None:
-        """Undo the change exactly, as if it had never been made."""
-        self._done.check()
-        self._restore("rolled back")
-
-    def _restore(self, how: str) -> None:
+    def _prepare_revert(self) -> tuple[Callable[[], None], Callable[[], None]]:
         state = vars(self._tokenizer)
-        state.update(self._old)
-        state.pop(_MARK, None)
-        self._done.mark(how)
+        return (lambda: state.update(self._old), lambda: state.update(self._new))
+
+    def _rollback(self) -> None:
+        vars(self._tokenizer).update(self._old)
 
 
 class SlowTokenizerPrepared:
@@ -475,13 +476,11 @@ class SlowTokenizerPrepared:
 
     def commit(self) -> SlowTokenizerApplied:
         """Install the reduced state with plain assignments and return its undo handle."""
-        applied = SlowTokenizerApplied(
+        RECORD.check_free(self._tokenizer, "tokenizer")
+        vars(self._tokenizer).update(self._new)
+        return SlowTokenizerApplied(
             self._tokenizer, self._old, self._new, dict(self._new["_added_tokens_decoder"])
         )
-        state = vars(self._tokenizer)
-        state.update(self._new)
-        state[_MARK] = applied
-        return applied
 
 
 def prepare(plan: VocabPlan, tokenizer: Any) -> SlowTokenizerPrepared:

@@ -10,7 +10,7 @@ from typing import Any
 
 from vocabcore import VocabError
 
-__all__ = ["SUFFIXES", "iter_texts"]
+__all__ = ["SUFFIXES", "dataset_string_columns", "guess_text_columns", "iter_texts"]
 
 SUFFIXES = (".txt", ".jsonl", ".csv", ".parquet")
 
@@ -26,14 +26,45 @@ def _pick(record: dict[str, Any], columns: Sequence[str], where: str) -> Any:
     return values[0] if len(values) == 1 else tuple(values)
 
 
-def _default_columns(names: Sequence[str], where: str) -> list[str]:
+def dataset_string_columns(dataset: Any) -> list[str]:
+    """The columns of a ``datasets`` dataset whose feature is a string."""
+    features = getattr(dataset, "features", None) or {}
+    return [
+        name
+        for name in dataset.column_names or ()
+        if getattr(features.get(name), "dtype", None) in ("string", "large_string")
+    ]
+
+
+def guess_text_columns(
+    names: Sequence[str],
+    where: str,
+    *,
+    strings: Sequence[str] | None = None,
+    how: str = "--column NAME (twice for sentence pairs)",
+) -> list[str]:
+    """The text column of a table when none is named: the one rule for files and datasets.
+
+    ``text`` if there is one; else the only column; else, where column types are known
+    (``strings``: the columns holding strings), the only string column.
+
+    Raises:
+        VocabError: No rule decides; the message says how to choose (``how``).
+
+    >>> guess_text_columns(["id", "text"], "data.csv")
+    ['text']
+    >>> guess_text_columns(["id", "sentence"], "a dataset", strings=["sentence"])
+    ['sentence']
+    """
     if "text" in names:
         return ["text"]
     if len(names) == 1:
         return [names[0]]
+    if strings is not None and len(strings) == 1:
+        return [strings[0]]
     raise VocabError(
         f"{where} has several columns ({', '.join(names)}) and none is named 'text'; "
-        "choose with --column NAME (twice for sentence pairs)"
+        f"choose with {how}"
     )
 
 
@@ -70,7 +101,7 @@ def iter_texts(path: str | Path, columns: Sequence[str] = ()) -> Iterator[Any]:
         with source.open(encoding="utf-8", newline="") as handle:
             reader = csv.DictReader(handle)
             names = list(reader.fieldnames or [])
-            chosen = list(columns) or _default_columns(names, str(source))
+            chosen = list(columns) or guess_text_columns(names, str(source))
             _pick(dict.fromkeys(names), chosen, str(source))
             for row in reader:
                 yield _pick(row, chosen, str(source))
@@ -99,7 +130,7 @@ def _iter_jsonl(source: Path, columns: Sequence[str]) -> Iterator[Any]:
             if not isinstance(record, dict):
                 raise VocabError(f"{source.name} line {number} is not a JSON object")
             if chosen is None:
-                chosen = _default_columns(list(record), str(source))
+                chosen = guess_text_columns(list(record), str(source))
             yield _pick(record, chosen, f"{source.name} line {number}")
 
 
@@ -111,8 +142,10 @@ def _iter_parquet(source: Path, columns: Sequence[str]) -> Iterator[Any]:
             "reading .parquet needs pyarrow: pip install 'vocabcore[datasets]'"
         ) from None
     file = pq.ParquetFile(source)
-    names = list(file.schema_arrow.names)
-    chosen = list(columns) or _default_columns(names, str(source))
+    schema = file.schema_arrow
+    names = list(schema.names)
+    strings = [f.name for f in schema if str(f.type) in ("string", "large_string")]
+    chosen = list(columns) or guess_text_columns(names, str(source), strings=strings)
     _pick(dict.fromkeys(names), chosen, str(source))
     for batch in file.iter_batches(batch_size=4096, columns=chosen):
         lists = [batch.column(c).to_pylist() for c in chosen]
@@ -138,7 +171,9 @@ def _iter_dataset_dir(source: Path, columns: Sequence[str]) -> Iterator[Any]:
     if hasattr(dataset, "keys") and not hasattr(dataset, "column_names"):
         raise VocabError(f"{str(source)!r} holds several splits; point at one split's directory")
     names = list(dataset.column_names)
-    chosen = list(columns) or _default_columns(names, str(source))
+    chosen = list(columns) or guess_text_columns(
+        names, str(source), strings=dataset_string_columns(dataset)
+    )
     _pick(dict.fromkeys(names), chosen, str(source))
     for start in range(0, len(dataset), 4096):
         batch = dataset[start : start + 4096]

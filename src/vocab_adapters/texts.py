@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from vocab_adapters.text_files import dataset_string_columns, guess_text_columns
 from vocab_adapters.tokenizer_backend import backend_of, fingerprint, tokenizer_size
 from vocabcore import PlanMismatchError, TokenCounts, VocabError, VocabPlan
 
@@ -44,17 +45,11 @@ def _dataset_columns(dataset: Any, columns: str | Sequence[str] | None) -> list[
                 f"'columns' names {missing!r}, which the dataset lacks; it has {names!r}"
             )
         return chosen
-    if "text" in names:
-        return ["text"]
-    features = getattr(dataset, "features", None) or {}
-    strings = [
-        n for n in names if getattr(features.get(n), "dtype", None) in ("string", "large_string")
-    ]
-    if len(strings) == 1:
-        return strings
-    raise VocabError(
-        f"cannot tell which column holds the text (columns {names!r}); pass columns='name' "
-        "(or two names for text pairs)"
+    return guess_text_columns(
+        names,
+        "the dataset",
+        strings=dataset_string_columns(dataset),
+        how="columns='name' (or two names for text pairs)",
     )
 
 
@@ -478,24 +473,6 @@ def _resolve_keep(tokenizer: Any, keep: Iterable[int | str], size: int) -> set[i
     return out
 
 
-def _slow_bpe_closure(tokenizer: Any, plan: VocabPlan) -> VocabPlan:
-    encoder = getattr(tokenizer, "encoder", None)
-    ranks = getattr(tokenizer, "bpe_ranks", None)
-    if not isinstance(encoder, dict) or not isinstance(ranks, dict):
-        return plan
-    from vocab_adapters.bpe_closure import close_plan
-
-    merges = [pair for pair, _ in sorted(ranks.items(), key=lambda item: item[1])]
-    alphabet = getattr(tokenizer, "byte_encoder", None)
-    if isinstance(alphabet, dict):
-        plan = plan.keeping(
-            i
-            for c in alphabet.values()
-            if (i := encoder.get(c)) is not None and i < plan.vocab_size
-        )
-    return close_plan(plan, encoder, merges)
-
-
 def plan_from_texts(
     tokenizer: Any,
     texts: Iterable[Any],
@@ -584,25 +561,12 @@ def _plan_from_array(
 ) -> VocabPlan:
     size = tokenizer_size(tokenizer)
     keep_ids = keep_ids | _special_ids(tokenizer, size)
-    backend = backend_of(tokenizer)
-    document = None
-    if backend is not None:
-        from vocab_adapters.fast_tokenizer import SUPPORTED_MODELS, fallback_ids
-        from vocab_adapters.tokenizer_backend import tokenizer_document
-
-        _, document = tokenizer_document(backend)
-        if document["model"].get("type") in SUPPORTED_MODELS:
-            keep_ids |= {i for i in fallback_ids(document) if i < size}
-        else:
-            document = None
     metadata: dict[str, Any] = {"tokenizer": _name_of(tokenizer), "min_count": min_count}
     if n_texts is not None:
         metadata["num_texts"] = n_texts
     metadata["num_tokens"] = int(counts.sum())
     chosen = np.flatnonzero(counts >= min_count).tolist()
     plan = VocabPlan(size, sorted(keep_ids.union(chosen)), fingerprint(tokenizer), metadata)
-    if document is not None:
-        from vocab_adapters.fast_tokenizer import close_plan_for
+    from vocab_adapters.tokenizer_adapter import close_plan
 
-        return close_plan_for(plan, tokenizer)
-    return _slow_bpe_closure(tokenizer, plan)
+    return close_plan(plan, tokenizer)

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from vocab_adapters.bpe_closure import close_plan, merge_table
+from vocab_adapters.bpe_closure import close_under_merges as close_plan
+from vocab_adapters.bpe_closure import merge_table
 from vocab_adapters.fast_tokenizer import reduce_tokenizer_json
 from vocab_adapters.tokenizer_backend import dump_json, load_json
 from vocabcore import VocabPlan

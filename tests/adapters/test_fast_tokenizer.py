@@ -13,7 +13,7 @@ from tokenizers import Tokenizer
 
 from fixtures.fast_tokenizers import FAST_TOKENIZER_NAMES, copy_tokenizer, wrap_hf
 from vocab_adapters import fast_tokenizer
-from vocab_adapters.fast_tokenizer import close_plan_for, reduce_tokenizer_json
+from vocab_adapters.fast_tokenizer import close_plan, reduce_tokenizer_json
 from vocab_adapters.texts import plan_from_texts
 from vocab_adapters.tokenizer_backend import fingerprint, load_json
 from vocabcore import PlanMismatchError, VocabError, VocabPlan
@@ -236,7 +236,7 @@ def test_apply_twice_and_revert_twice(
     identity = VocabPlan.identity(plan.vocab_size)
     applied = fast_tokenizer.apply(plan, tok)
     try:
-        with pytest.raises(VocabError, match="already applied"):
+        with pytest.raises(VocabError, match="already has a plan applied"):
             fast_tokenizer.apply(identity, tok)
     finally:
         applied.revert()
@@ -276,8 +276,8 @@ def test_unclosed_bpe_plan(bytelevel_bpe_tokenizer: Tokenizer) -> None:
     size = tok.get_vocab_size(with_added_tokens=True)
     longest = max(tok.get_vocab(), key=len)
     plan = VocabPlan(size, sorted({0, 1, 2, 3, size - 1, tok.token_to_id(longest)}))
-    unchanged_after(tok, lambda: fast_tokenizer.apply(plan, tok), VocabError, "close_plan_for")
-    closed = close_plan_for(plan, tok)
+    unchanged_after(tok, lambda: fast_tokenizer.apply(plan, tok), VocabError, "close_plan")
+    closed = close_plan(plan, tok)
     assert set(plan.kept) < set(closed.kept)
     applied = fast_tokenizer.apply(closed, tok)
     try:

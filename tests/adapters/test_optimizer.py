@@ -146,9 +146,10 @@ def test_attach_reverts_and_restore_rolls_back() -> None:
     step(model, opt, NEW_IDS)
     buf = opt.state[reduced]["momentum_buffer"]
 
-    restored = optimizer_adapter.prepare_restore(opt, applied_emb.swaps).commit()
+    restored = optimizer_adapter.prepare_restore(opt, applied_emb.swaps)
+    restored.commit()
     assert opt.param_groups[0]["params"][0] is applied_emb.swaps[0].full
-    restored.rollback()
+    restored.undo()
     assert opt.param_groups[0]["params"][0] is reduced
     assert opt.state[reduced]["momentum_buffer"] is buf
 

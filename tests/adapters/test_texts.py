@@ -102,7 +102,7 @@ def test_dataset_columns(wordpiece_tokenizer: Tokenizer, corpus_texts: list[str]
     pairs = datasets.Dataset.from_dict({"a": texts, "b": texts[::-1]})
     got = count_tokens(wordpiece_tokenizer, pairs, columns=["a", "b"])
     assert got == count_tokens(wordpiece_tokenizer, list(zip(texts, texts[::-1], strict=True)))
-    with pytest.raises(VocabError, match="none is named .text.; choose with columns="):
+    with pytest.raises(VocabError, match=r"none is named .text.; choose with columns="):
         count_tokens(wordpiece_tokenizer, pairs)
     with pytest.raises(VocabError, match="lacks"):
         count_tokens(wordpiece_tokenizer, ds, columns="nope")

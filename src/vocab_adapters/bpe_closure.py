@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+from vocab_adapters.tokenizer_backend import keep_needed
 from vocabcore import VocabError, VocabPlan
 
 __all__ = ["close_under_merges", "closure_ids", "merge_table"]
@@ -139,10 +140,5 @@ def close_under_merges(
         continuing_subword_prefix=continuing_subword_prefix,
         end_of_word_suffix=end_of_word_suffix,
     )
-    too_big = [i for i in needed if i >= plan.vocab_size]
-    if too_big:
-        raise VocabError(
-            f"'vocab' holds id {max(too_big)}, out of range for the plan's vocab_size "
-            f"{plan.vocab_size}; build the plan from the tokenizer that owns this vocabulary"
-        )
-    return plan.keeping(needed)
+    closed: VocabPlan = keep_needed(plan, needed, "the vocabulary")
+    return closed

@@ -35,10 +35,11 @@ from vocab_adapters.bpe_closure import closure_ids, merge_table
 from vocab_adapters.reversible import RECORD, Applied
 from vocab_adapters.tokenizer_backend import (
     backend_of,
+    check_size,
     dump_json,
+    keep_needed,
     parsed,
     tokenizer_document,
-    tokenizer_size,
 )
 from vocabcore import PlanMismatchError, VocabError, VocabPlan
 
@@ -353,13 +354,8 @@ def close_plan(plan: VocabPlan, tokenizer: Any) -> VocabPlan:
     _, document = tokenizer_document(tokenizer)
     fallback = fallback_ids(document)
     needed = fallback | required_ids(document, fallback.union(plan.kept))
-    bad = [i for i in needed if i >= plan.vocab_size]
-    if bad:
-        raise PlanMismatchError(
-            f"the tokenizer holds id {max(bad)}, outside the plan's vocab_size "
-            f"{plan.vocab_size}; build the plan from this tokenizer"
-        )
-    return plan.keeping(needed)
+    closed: VocabPlan = keep_needed(plan, needed)
+    return closed
 
 
 # -- prepare / commit / revert ----------------------------------------------------------------
@@ -484,12 +480,7 @@ def prepare(plan: VocabPlan, tokenizer: Any) -> PreparedFastTokenizer:
             "vocab_adapters.slow_tokenizer for it, or load the fast one (use_fast=True)"
         )
     RECORD.check_free(tokenizer, "tokenizer")
-    size = tokenizer_size(tokenizer)
-    if plan.vocab_size != size:
-        raise PlanMismatchError(
-            f"the plan's vocab_size is {plan.vocab_size} but the tokenizer has {size} tokens "
-            "(len(tokenizer)); build the plan from this tokenizer"
-        )
+    size = check_size(plan, tokenizer)
     entry = parsed(backend)
     if plan.fingerprint is not None:
         actual = entry.fingerprint(backend, size)

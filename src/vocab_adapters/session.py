@@ -178,7 +178,11 @@ def apply_plan(
 
 
 def _late_handles(applied: AppliedPlan, optimizer: Any) -> list[Any]:
-    """Undo handles for optimizers created while reduced (validated; none left registered)."""
+    """Undo handles for optimizers created while reduced.
+
+    ``optimizer`` (given to this revert only) is not registered with the plan: if the revert
+    fails, a retry without it restores everything else.
+    """
     late = list(applied._late_optimizers)
     if optimizer is not None and not any(o is optimizer for o in (applied.optimizer, *late)):
         late.append(optimizer)
@@ -194,7 +198,6 @@ def _late_handles(applied: AppliedPlan, optimizer: Any) -> list[Any]:
         for handle in handles:
             handle.forget()
         raise
-    applied._late_optimizers = late
     return handles
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from vocab_adapters.reversible import RECORD, Applied
 from vocab_adapters.tokenizer_backend import (
     backend_of,
+    check_size,
     fingerprint,
     id_to_token_list,
     tokenizer_size,
@@ -254,12 +255,7 @@ def _check_plan(plan: VocabPlan, tokenizer: Any) -> None:
             "for fast tokenizers"
         )
     RECORD.check_free(tokenizer, "tokenizer")
-    size = tokenizer_size(tokenizer)
-    if plan.vocab_size != size:
-        raise PlanMismatchError(
-            f"plan.vocab_size must equal len(tokenizer) {size} (got {plan.vocab_size}); "
-            "build the plan from this tokenizer"
-        )
+    check_size(plan, tokenizer)
     if plan.fingerprint is not None and plan.fingerprint != fingerprint(tokenizer):
         raise PlanMismatchError(
             "plan.fingerprint does not match this tokenizer's vocabulary; the plan was built "

@@ -65,6 +65,41 @@ def backend_of(tokenizer: Any) -> Any | None:
     return None
 
 
+def keep_needed(plan: Any, needed: set[int], owner: str = "the tokenizer") -> Any:
+    """``plan.keeping(needed)``, refusing ids beyond ``plan.vocab_size`` with the fix.
+
+    Raises:
+        PlanMismatchError: ``needed`` holds an id the plan's vocabulary doesn't have, so the
+            plan was built for a smaller vocabulary than ``owner``'s.
+    """
+    bad = [i for i in needed if i >= plan.vocab_size]
+    if bad:
+        from vocabcore import PlanMismatchError
+
+        raise PlanMismatchError(
+            f"{owner} holds id {max(bad)}, outside the plan's vocab_size {plan.vocab_size}; "
+            f"build the plan from {owner}"
+        )
+    return plan.keeping(needed)
+
+
+def check_size(plan: Any, tokenizer: Any) -> int:
+    """``len(tokenizer)``, which must be ``plan.vocab_size``.
+
+    Raises:
+        PlanMismatchError: The sizes differ.
+    """
+    size = tokenizer_size(tokenizer)
+    if plan.vocab_size != size:
+        from vocabcore import PlanMismatchError
+
+        raise PlanMismatchError(
+            f"the plan's vocab_size is {plan.vocab_size} but the tokenizer has {size} tokens "
+            "(len(tokenizer)); build the plan from this tokenizer"
+        )
+    return size
+
+
 def tokenizer_size(tokenizer: Any) -> int:
     """``len(tokenizer)``, added tokens included, for HF and ``tokenizers`` objects alike."""
     backend = backend_of(tokenizer)

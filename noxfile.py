@@ -50,6 +50,19 @@ def tests(session: nox.Session, transformers: str) -> None:
 
 
 @nox.session
+def deepspeed(session: nox.Session) -> None:
+    """The DeepSpeed ZeRO-2 test (CPU accelerator); not a default session (it takes minutes).
+
+    DeepSpeed is an sdist that builds against the installed torch; ``DS_BUILD_OPS=0`` skips
+    its C++ ops at install time (the test JIT-builds the one it needs on its first run).
+    """
+    session.env.update({"DS_BUILD_OPS": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    _install(session, "-e", ".[test]", "deepspeed")
+    test = "tests/integration/test_deepspeed.py"
+    session.run("pytest", *(session.posargs or ["-q", "-p", "no:cacheprovider", test]))
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """Ruff over sources, tests, benchmarks and this file; the import layering contracts."""
     session.install("ruff>=0.6", "import-linter>=2.1")

@@ -48,6 +48,35 @@ def tiny_bert(seed: int = 0, vocab: int = VOCAB) -> Any:
     return BertForMaskedLM(config)
 
 
+def tiny_classifier(seed: int = 0, vocab: int = VOCAB) -> Any:
+    """A 1-layer BERT sequence classifier (2 labels), no dropout, weights fixed by ``seed``.
+
+    Its loss doesn't depend on the vocabulary's size (unlike a masked LM's softmax over every
+    token), so a reduced run and a full-vocabulary run are the same computation.
+    """
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(
+        vocab_size=vocab,
+        hidden_size=HIDDEN,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        pad_token_id=0,
+        num_labels=2,
+    )
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(config)
+
+
+def sequence_labels(ids: torch.Tensor) -> torch.Tensor:
+    """One label per row of a batch of old ids (the parity of its first id)."""
+    return ids[:, 0] % 2
+
+
 def global_batches(steps: int = STEPS, seed: int = 1) -> list[torch.Tensor]:
     """``steps`` batches of old ids drawn from 40 of the vocabulary's ids."""
     generator = torch.Generator().manual_seed(seed)

@@ -145,6 +145,7 @@ class PreparedConfig:
     plan: VocabPlan
     _ids: tuple[_Field, ...]
     _sizes: tuple[_Field, ...]
+    _unset: tuple[_Field, ...] = ()
 
     @property
     def changes(self) -> dict[str, tuple[Any, Any]]:
@@ -155,16 +156,23 @@ class PreparedConfig:
         """Write the new values (ids first, then sizes); return the undo handle."""
         for field in (*self._ids, *self._sizes):
             vars(field.owner)[field.key] = field.new
-        return AppliedConfig(self.plan, self._ids, self._sizes)
+        return AppliedConfig(self.plan, self._ids, self._sizes, self._unset)
 
 
 class AppliedConfig:
     """Undo handle of a remapped config: ``revert()`` writes the original values back."""
 
-    def __init__(self, plan: VocabPlan, ids: tuple[_Field, ...], sizes: tuple[_Field, ...]) -> None:
+    def __init__(
+        self,
+        plan: VocabPlan,
+        ids: tuple[_Field, ...],
+        sizes: tuple[_Field, ...],
+        unset: tuple[_Field, ...] = (),
+    ) -> None:
         self.plan = plan
         self._ids = ids
         self._sizes = sizes
+        self._unset = unset  # id fields unset at apply: set while reduced → mapped back
         self._done = Done("config")
 
     def check_revert(self) -> None:
@@ -178,11 +186,20 @@ class AppliedConfig:
                     f"{current!r}, apply set {field.new!r}); set it back to {field.new!r} "
                     "before reverting, or reload the model instead"
                 )
+        _set_while_reduced(self.plan, self._unset)
 
     def revert(self) -> None:
-        """Write the original values back (sizes first, then ids)."""
+        """Write the original values back (sizes first, then ids).
+
+        An id field that was unset at apply and set while reduced (TRL's ``SFTTrainer`` writes
+        the reduced tokenizer's pad id into ``config.pad_token_id``) is mapped to the full
+        numbering.
+        """
         self.check_revert()
+        mapped = _set_while_reduced(self.plan, self._unset)
         self._restore()
+        for field, value in mapped:
+            vars(field.owner)[field.key] = value
         self._done.mark("reverted")
 
     def rollback(self) -> None:
@@ -194,6 +211,45 @@ class AppliedConfig:
     def _restore(self) -> None:
         for field in (*self._sizes, *self._ids):
             vars(field.owner)[field.key] = field.old
+
+
+# Id fields that a trainer or user may set while reduced although they were unset at apply
+# (TRL's SFTTrainer writes the tokenizer's pad id into config.pad_token_id).
+_COMMON_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id")
+
+
+def _unset_fields(owners: list[tuple[str, Any]]) -> tuple[_Field, ...]:
+    fields: list[_Field] = []
+    for path, owner in owners:
+        names = {k for k in vars(owner) if _ID_FIELD.match(k)} | set(_COMMON_IDS)
+        for key in sorted(names):
+            if vars(owner).get(key) is None:
+                fields.append(_Field(owner, f"{path}.{key}", key, None, None))
+    return tuple(fields)
+
+
+def _set_while_reduced(plan: VocabPlan, unset: tuple[_Field, ...]) -> list[tuple[_Field, Any]]:
+    """The full-vocabulary values of id fields unset at apply and set since (validated)."""
+
+    def back(path: str, value: int) -> int:
+        old = plan.new_to_old(value) if 0 <= value < plan.new_size else None
+        if old is None:
+            raise VocabError(
+                f"{path} was set to {value} while the vocabulary was reduced, but the reduced "
+                f"vocabulary has ids 0..{plan.new_size - 1} only, so it has no full id; set it "
+                "to a reduced id (or back to None) before reverting"
+            )
+        return old
+
+    mapped: list[tuple[_Field, Any]] = []
+    for field in unset:
+        value = vars(field.owner).get(field.key)
+        if _is_id(value):
+            mapped.append((field, back(field.path, value)))
+        elif isinstance(value, (list, tuple)) and value and all(_is_id(v) for v in value):
+            new = type(value)(back(f"{field.path}[{i}]", v) for i, v in enumerate(value))
+            mapped.append((field, new))
+    return mapped
 
 
 def _embedding_rows(model: Any) -> int | None:
@@ -250,6 +306,13 @@ def prepare(plan: VocabPlan, model_or_config: Any) -> PreparedConfig:
             f"no vocab_size of the config is at least the plan's vocab_size {plan.vocab_size} "
             f"(found {', '.join(found)}); build the plan with this model's tokenizer"
         )
+    for path, owner in owners if sizes else ():
+        # A per-layer token table (Gemma 3n) of the ids below this value: its kept ids.
+        per_layer = vars(owner).get("vocab_size_per_layer_input")
+        if _is_id(per_layer):
+            new = sum(1 for i in plan.kept if i < per_layer)
+            key = "vocab_size_per_layer_input"
+            sizes.append(_Field(owner, f"{path}.{key}", key, per_layer, new))
     # Ids below the rows of the model (or of the config) are real rows; others mean nothing.
     rows = max(plan.vocab_size, *(f.old for f in sizes), rows if rows is not None else 0)
 
@@ -270,7 +333,7 @@ def prepare(plan: VocabPlan, model_or_config: Any) -> PreparedConfig:
             new = _remap_value(f"{path}.{key}", key, value, ids)
             if new != value:
                 id_fields.append(_Field(owner, f"{path}.{key}", key, value, new))
-    return PreparedConfig(plan, tuple(id_fields), tuple(sizes))
+    return PreparedConfig(plan, tuple(id_fields), tuple(sizes), _unset_fields(owners))
 
 
 def apply(plan: VocabPlan, model_or_config: Any) -> AppliedConfig:

@@ -246,18 +246,98 @@ def _padding_change(slot: _Slot, plan: VocabPlan, new_rows: int) -> list[_AttrCh
 
 
 def _check_position_padding(model: nn.Module, embedding: Any, plan: VocabPlan) -> None:
-    """Refuse to change a pad id that a module also uses to number positions (RoBERTa)."""
+    """Refuse to change a pad id from which a module numbers positions (RoBERTa, XLM-R).
+
+    Such models build position ids from the pad id (``create_position_ids_from_input_ids``)
+    and give their position embedding that ``padding_idx``. Decoder LLMs (Llama, Qwen2, Phi-3,
+    OLMo) copy the config's pad id into a ``padding_idx`` attribute too but number positions
+    without it, so only a non-vocabulary embedding with the pad as ``padding_idx`` counts.
+    """
     pad = getattr(embedding, "padding_idx", None)
     if pad is None or not 0 <= pad < plan.vocab_size or plan.old_to_new(pad) in (None, pad):
         return
+    rows = embedding.num_embeddings
     for path, module in model.named_modules():
-        if isinstance(module, nn.Embedding) or getattr(module, "padding_idx", None) != pad:
+        if (
+            not isinstance(module, nn.Embedding)
+            or module is embedding
+            or module.num_embeddings == rows
+            or module.padding_idx != pad
+        ):
             continue
+        keep = tuple(range(pad + 1)) if pad < 8 else f"range({pad + 1})"
         raise VocabError(
-            f"{path}.padding_idx is the pad id {pad}, from which this model numbers positions "
-            f"(RoBERTa-style), so the pad id must keep its value: keep every id up to {pad} "
-            f"(keep={tuple(range(pad + 1))})"
+            f"{path} numbers positions from the pad id {pad} (RoBERTa-style), so the pad id "
+            f"must keep its value: keep every id up to {pad} (keep={keep})"
         )
+
+
+def _vocab_size_changes(model: nn.Module, rows: int, new_rows: int) -> list[_AttrChange]:
+    """``vocab_size`` attributes of modules (``self.vocab_size`` of ``*ForCausalLM``) = rows."""
+    changes: list[_AttrChange] = []
+    for module in model.modules():
+        value = vars(module).get("vocab_size")
+        if isinstance(value, int) and not isinstance(value, bool) and value == rows:
+            changes.append(_AttrChange(module, "vocab_size", value, new_rows))
+    return changes
+
+
+def _per_layer_size(model: nn.Module) -> int | None:
+    """Rows of a per-layer token embedding the config declares (Gemma 3n), if any."""
+    config = getattr(model, "config", None)
+    get_text = getattr(config, "get_text_config", None)
+    text = get_text() if callable(get_text) else config
+    value = getattr(text, "vocab_size_per_layer_input", None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _per_layer_groups(
+    model: nn.Module, plan: VocabPlan, embedding: Any, rows: int, offload: str | None
+) -> tuple[list[_Group], list[_AttrChange], set[int]]:
+    """Reduce a vocabulary-indexed per-layer embedding (Gemma 3n's ``embed_tokens_per_layer``).
+
+    It has ``vocab_size_per_layer_input`` rows, at most the vocabulary: ids at or beyond that
+    read row 0. The kept ids below it, in order, are a prefix of the new numbering, so the
+    reduced table holds their rows and the kept ids beyond it still read row 0, which is the
+    old row 0 as long as the plan keeps id 0.
+    """
+    size = _per_layer_size(model)
+    if size is None:
+        return [], [], set()
+    groups: list[_Group] = []
+    changes: list[_AttrChange] = []
+    handled: set[int] = set()
+    kept = [i for i in plan.kept if i < size]
+    for path, module in model.named_modules():
+        if (
+            not isinstance(module, nn.Embedding)
+            or module is embedding
+            or module.num_embeddings != size
+            or "per_layer" not in path.rsplit(".", 1)[-1]
+        ):
+            continue
+        if len(kept) < plan.new_size and plan.old_to_new(0) != 0:
+            raise VocabError(
+                f"{path} reads row 0 for ids from {size} on, so id 0 must stay id 0: keep it "
+                "when building the plan (keep=(0,))"
+            )
+        slot = _Slot(module, path, "weight", True)
+        tensor = module.weight
+        _check_tensor(slot, tensor)
+        index = torch.tensor(kept, dtype=torch.long, device=tensor.device)
+        with torch.no_grad():
+            parameter = nn.Parameter(
+                tensor.detach().index_select(0, index), requires_grad=tensor.requires_grad
+            )
+        parameter.__dict__.update(tensor.__dict__)
+        offloaded = tensor.detach().to("cpu") if offload == "cpu" and tensor.is_cuda else None
+        groups.append(_Group(tensor, (slot,), 0, index, parameter, offloaded))
+        handled.add(id(tensor))
+        changes.extend(_padding_change(slot, plan, len(kept)))
+        for owner in model.modules():
+            if vars(owner).get("vocab_size_per_layer_input") == size:
+                changes.append(_AttrChange(owner, "vocab_size_per_layer_input", size, len(kept)))
+    return groups, changes, handled
 
 
 @attrs.frozen(eq=False)
@@ -437,11 +517,11 @@ def prepare(plan: VocabPlan, model: nn.Module, *, offload: str | None = None) ->
 
     kept = list(plan.kept)
     indices: dict[torch.device, torch.Tensor] = {}
-    groups: list[_Group] = []
-    changes: list[_AttrChange] = []
+    groups, changes, per_layer = _per_layer_groups(model, plan, embedding, rows, offload)
+    changes.extend(_vocab_size_changes(model, rows, plan.new_size))
     skipped: list[str] = []
     for key, (tensor, slots) in by_id.items():
-        if rows not in tensor.shape:
+        if rows not in tensor.shape or key in per_layer:
             continue
         dim = _vocab_dim(slots, tensor, rows, roles.get(key))
         if dim is None:

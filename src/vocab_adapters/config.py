@@ -102,7 +102,8 @@ class _IdMap:
         if new is None:
             raise VocabError(
                 f"{path} is {value}, an id the plan drops; keep it when building the plan "
-                f"(keep=({value},)) or set {path} to a kept id"
+                f"(plan_from_texts(..., model=model) keeps every id the config names, or "
+                f"keep=({value},)) or set {path} to a kept id"
             )
         return new
 

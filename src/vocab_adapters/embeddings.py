@@ -239,7 +239,8 @@ def _padding_change(slot: _Slot, plan: VocabPlan, new_rows: int) -> list[_AttrCh
         if new_padding is None:
             raise VocabError(
                 f"{slot.qualname.rsplit('.', 1)[0]}.padding_idx {padding_idx} is an id the plan "
-                f"drops; keep it when building the plan (keep=({padding_idx},))"
+                f"drops; keep it when building the plan (plan_from_texts(..., model=model) "
+                f"keeps the config's ids, or keep=({padding_idx},))"
             )
         changes.append(_AttrChange(module, "padding_idx", padding_idx, new_padding))
     return changes

@@ -70,8 +70,8 @@ def split_conversations(texts: Any, columns: Any = None) -> tuple[Iterable[Any] 
         name = columns if isinstance(columns, str) else "messages"
         if name not in names:
             return None, texts
-        first = next(iter(texts.iter(batch_size=1)), {}).get(name, [None])
-        if not is_conversation(first[0]):
+        first: dict[str, list[Any]] = next(iter(texts.iter(batch_size=1)), {})
+        if not is_conversation(first.get(name, [None])[0]):
             return None, texts
         return (row for batch in texts.iter(batch_size=256) for row in batch[name]), None
     if isinstance(texts, (str, bytes, Mapping)):

@@ -18,6 +18,10 @@ Which tensors are handled:
   vocabulary's length (BERT ``cls.predictions.bias``, DeBERTa ``lm_predictions.lm_head.bias``)
   or of shape ``(1, vocab)`` (BART's ``final_logits_bias`` buffer);
 * any other ``nn.Linear`` whose ``out_features`` is the vocabulary (an extra LM head).
+* a per-layer token embedding that the config declares with ``vocab_size_per_layer_input``
+  (Gemma 3n's ``embed_tokens_per_layer``): the kept ids below that size;
+* ``vocab_size`` attributes of modules equal to the embedding's rows (``self.vocab_size`` of
+  many ``*ForCausalLM`` classes, which their loss uses) are set to the reduced size.
 
 Any other tensor with a vocabulary-sized dimension is left alone and named in a
 :class:`VocabSizedTensorWarning`.
@@ -331,7 +335,9 @@ def _per_layer_groups(
                 tensor.detach().index_select(0, index), requires_grad=tensor.requires_grad
             )
         parameter.__dict__.update(tensor.__dict__)
-        offloaded = tensor.detach().to("cpu") if offload == "cpu" and tensor.is_cuda else None
+        offloaded = None
+        if offload == "cpu" and tensor.device.type != "cpu":
+            offloaded = tensor.detach().to("cpu")
         groups.append(_Group(tensor, (slot,), 0, index, parameter, offloaded))
         handled.add(id(tensor))
         changes.extend(_padding_change(slot, plan, len(kept)))

@@ -95,7 +95,7 @@ class VocabReductionCallback(TrainerCallback):
         self._revert()
 
     def train(self, trainer: Any, *args: Any, **kwargs: Any) -> Any:
-        """``trainer.train(*args, **kwargs)``; the full vocabulary is back when it returns or raises.
+        """``trainer.train(...)``; the full vocabulary is back when it returns or raises.
 
         The Trainer does not call ``on_train_end`` when training raises (an exception in a
         step, a collator, a callback, ``KeyboardInterrupt``), which would leave the model and
@@ -146,7 +146,6 @@ class VocabReductionCallback(TrainerCallback):
         ``"labels"`` where labels are token ids computed beforehand (not for token
         classification, whose labels are classes). Negative values (-100) stay as they are.
         """
-
         # Ids the collator holds now, while the plan is not in force, are full ids.
         full_ids = [] if self.active else self._stored_ids(collator)
 

@@ -1,6 +1,6 @@
 """Decoder LLMs: each family's tiny model with its tokenizer shape, reduced and restored.
 
-Per family (fixtures.llm_models) × tokenizer shape (fixtures.llm_tokenizers): logits equal the
+Per family (fixtures.llm_models) and tokenizer shape (fixtures.llm_tokenizers): logits equal the
 full model's at the kept ids, greedy generation equals the masked full model's, one AdamW step
 then revert leaves dropped rows bit-identical and restores config, generation config and
 tokenizer files, and apply + revert alone gives a bit-identical state dict, buffers included.
@@ -134,7 +134,9 @@ def test_model_keeps_config_ids_and_apply_refuses_dropping_them(load_llm_tokeniz
     with pytest.raises(VocabError, match=rf"padding_idx {pad} is an id the plan drops.*model="):
         apply_plan(dropping, model=model, tokenizer=tok)
     dropping = VocabPlan(plan.vocab_size, [i for i in plan.kept if i != eos[1]], plan.fingerprint)
-    with pytest.raises(VocabError, match=rf"eos_token_id\[1\] is {eos[1]}, an id the plan drops.*model="):
+    with pytest.raises(
+        VocabError, match=rf"eos_token_id\[1\] is {eos[1]}, an id the plan drops.*model="
+    ):
         apply_plan(dropping, model=model, tokenizer=tok)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert len(tok) == plan.vocab_size
@@ -293,7 +295,9 @@ def test_id_set_while_reduced_comes_back_in_full_numbering(
     model.config.pad_token_id = tok.pad_token_id  # as TRL's SFTTrainer does: a reduced id
     model.generation_config.pad_token_id = [tok.eos_token_id, tok.pad_token_id]
     revert_plan(applied)
-    assert model.config.pad_token_id == tok.pad_token_id == tok.convert_tokens_to_ids("<|endoftext|>")
+    assert (
+        model.config.pad_token_id == tok.pad_token_id == tok.convert_tokens_to_ids("<|endoftext|>")
+    )
     assert model.generation_config.pad_token_id == [tok.eos_token_id, tok.pad_token_id]
 
 

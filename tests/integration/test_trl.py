@@ -141,7 +141,9 @@ def test_callback_with_trl_collator_and_a_failing_step(
     with pytest.raises(Boom):
         callback.train(trainer)
     assert not callback.active and len(tok) == plan.vocab_size
-    assert model.get_input_embeddings().weight.shape[0] == state["model.embed_tokens.weight"].shape[0]
+    assert (
+        model.get_input_embeddings().weight.shape[0] == state["model.embed_tokens.weight"].shape[0]
+    )
 
 
 def test_peft_lora_modules_to_save_on_qwen2(load_llm_tokenizer: Any) -> None:

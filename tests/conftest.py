@@ -27,6 +27,7 @@ pytest_plugins = [
     "fixtures.slow_tokenizers",
     "fixtures.models",
     "fixtures.tiny_bert",
+    "fixtures.llm_tokenizers",
 ]
 
 

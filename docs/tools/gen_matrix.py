@@ -49,10 +49,35 @@ MODELS = {
     "t5-v1_0": "T5ForConditionalGeneration v1.0 (tied, padded rows)",
     "t5-v1_1": "T5ForConditionalGeneration v1.1 (untied lm_head, padded rows)",
 }
+LLM_SHAPES = {
+    "llama3": "Llama 3 (byte-level BPE, ignore_merges, reserved specials after)",
+    "llama2": "Llama 2 / Mistral v1 / Phi-3 (BPE with byte_fallback)",
+    "gemma": "Gemma (BPE with byte_fallback, GemmaTokenizerFast)",
+    "qwen2": "Qwen2/3 (NFC, Split regex, byte-level BPE, ChatML)",
+    "tekken": "Mistral Tekken (1,000 special tokens first)",
+}
+LLMS = {
+    "llama-tied": "LlamaForCausalLM (tied, pad after the vocabulary)",
+    "llama-untied": "LlamaForCausalLM (untied, padded rows)",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM (padded rows)",
+    "qwen3": "Qwen3ForCausalLM",
+    "qwen3-moe": "Qwen3MoeForCausalLM",
+    "gemma2": "Gemma2ForCausalLM",
+    "gemma3": "Gemma3ForCausalLM (scaled embedding)",
+    "gemma3n": "Gemma3nForCausalLM (per-layer embedding)",
+    "phi3": "Phi3ForCausalLM",
+    "olmo2": "Olmo2ForCausalLM",
+    "olmoe": "OlmoeForCausalLM",
+    "llama-seqcls": "LlamaForSequenceClassification",
+}
+# (title, test file, rows, test-name prefix the rows' tests start with)
 TABLES = [
-    ("Fast tokenizers", "tests/adapters/test_fast_tokenizer.py", FAST),
-    ("Slow tokenizers", "tests/adapters/test_slow_tokenizer.py", SLOW),
-    ("Models", "tests/adapters/test_embeddings.py", MODELS),
+    ("Fast tokenizers", "tests/adapters/test_fast_tokenizer.py", FAST, ""),
+    ("Slow tokenizers", "tests/adapters/test_slow_tokenizer.py", SLOW, ""),
+    ("Models", "tests/adapters/test_embeddings.py", MODELS, ""),
+    ("Decoder LLM tokenizer shapes", "tests/adapters/test_llm.py", LLM_SHAPES, "test_shape_"),
+    ("Decoder LLMs", "tests/adapters/test_llm.py", LLMS, "test_family_"),
 ]
 
 
@@ -89,7 +114,7 @@ def render(records: list[dict[str, object]]) -> str:
         lines.append(
             f"| transformers {r['transformers']} | {r['python']} | {r['torch']} | {r['tokenizers']} |"
         )
-    for title, test_file, rows in TABLES:
+    for title, test_file, rows, prefix in TABLES:
         lines += [
             "",
             f"## {title}",
@@ -103,7 +128,9 @@ def render(records: list[dict[str, object]]) -> str:
                 outcomes = r["outcomes"]
                 assert isinstance(outcomes, dict)
                 k = re.escape(key)
-                pattern = re.compile(rf"^{re.escape(test_file)}::(.*\[{k}\]|test_{k})$")
+                pattern = re.compile(
+                    rf"^{re.escape(test_file)}::{prefix}(.*\[{k}\]|test_{k})$"
+                )
                 cells.append(_cell([o for n, o in outcomes.items() if pattern.match(n)]))
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += [

@@ -102,7 +102,8 @@ class _IdMap:
         if new is None:
             raise VocabError(
                 f"{path} is {value}, an id the plan drops; keep it when building the plan "
-                f"(keep=({value},)) or set {path} to a kept id"
+                f"(plan_from_texts(..., model=model) keeps every id the config names, or "
+                f"keep=({value},)) or set {path} to a kept id"
             )
         return new
 
@@ -148,6 +149,7 @@ class PreparedConfig:
     config: Any
     _ids: tuple[_Field, ...]
     _sizes: tuple[_Field, ...]
+    _unset: tuple[_Field, ...] = ()
 
     @property
     def changes(self) -> dict[str, tuple[Any, Any]]:
@@ -158,7 +160,7 @@ class PreparedConfig:
         """Write the new values (ids first, then sizes); return the undo handle."""
         RECORD.check_free(self.config, "config")
         _write((*self._ids, *self._sizes), new=True)
-        return AppliedConfig(self.plan, self.config, self._ids, self._sizes)
+        return AppliedConfig(self.plan, self.config, self._ids, self._sizes, self._unset)
 
 
 def _write(fields: tuple[_Field, ...], *, new: bool) -> None:
@@ -172,12 +174,18 @@ class AppliedConfig(Applied):
     what = "config"
 
     def __init__(
-        self, plan: VocabPlan, config: Any, ids: tuple[_Field, ...], sizes: tuple[_Field, ...]
+        self,
+        plan: VocabPlan,
+        config: Any,
+        ids: tuple[_Field, ...],
+        sizes: tuple[_Field, ...],
+        unset: tuple[_Field, ...] = (),
     ) -> None:
         super().__init__(config)
         self.plan = plan
         self._ids = ids
         self._sizes = sizes
+        self._unset = unset  # id fields unset at apply: set while reduced → mapped back
 
     def _check_revert(self) -> None:
         for field in (*self._ids, *self._sizes):
@@ -188,14 +196,72 @@ class AppliedConfig(Applied):
                     f"{current!r}, apply set {field.new!r}); set it back to {field.new!r} "
                     "before reverting, or reload the model instead"
                 )
+        _set_while_reduced(self.plan, self._unset)
 
     def _prepare_revert(self) -> tuple[Callable[[], None], Callable[[], None]]:
-        # Sizes first, then ids, on the way back; the reverse on the way in.
+        """Sizes first, then ids, on the way back; the reverse on the way in.
+
+        An id field that was unset at apply and set while reduced (TRL's ``SFTTrainer`` writes
+        the reduced tokenizer's pad id into ``config.pad_token_id``) is mapped to the full
+        numbering.
+        """
         back = (*self._sizes, *self._ids)
-        return (lambda: _write(back, new=False), lambda: _write(back[::-1], new=True))
+        mapped = _set_while_reduced(self.plan, self._unset)
+        now = [(field, vars(field.owner).get(field.key)) for field, _ in mapped]
+
+        def install() -> None:
+            _write(back, new=False)
+            for field, value in mapped:
+                vars(field.owner)[field.key] = value
+
+        def uninstall() -> None:
+            for field, value in now:
+                vars(field.owner)[field.key] = value
+            _write(back[::-1], new=True)
+
+        return install, uninstall
 
     def _rollback(self) -> None:
         _write((*self._sizes, *self._ids), new=False)
+
+
+# Id fields that a trainer or user may set while reduced although they were unset at apply
+# (TRL's SFTTrainer writes the tokenizer's pad id into config.pad_token_id).
+_COMMON_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id")
+
+
+def _unset_fields(owners: list[tuple[str, Any]]) -> tuple[_Field, ...]:
+    fields: list[_Field] = []
+    for path, owner in owners:
+        names = {k for k in vars(owner) if _ID_FIELD.match(k)} | set(_COMMON_IDS)
+        for key in sorted(names):
+            if vars(owner).get(key) is None:
+                fields.append(_Field(owner, f"{path}.{key}", key, None, None))
+    return tuple(fields)
+
+
+def _set_while_reduced(plan: VocabPlan, unset: tuple[_Field, ...]) -> list[tuple[_Field, Any]]:
+    """The full-vocabulary values of id fields unset at apply and set since (validated)."""
+
+    def back(path: str, value: int) -> int:
+        old = plan.new_to_old(value) if 0 <= value < plan.new_size else None
+        if old is None:
+            raise VocabError(
+                f"{path} was set to {value} while the vocabulary was reduced, but the reduced "
+                f"vocabulary has ids 0..{plan.new_size - 1} only, so it has no full id; set it "
+                "to a reduced id (or back to None) before reverting"
+            )
+        return old
+
+    mapped: list[tuple[_Field, Any]] = []
+    for field in unset:
+        value = vars(field.owner).get(field.key)
+        if _is_id(value):
+            mapped.append((field, back(field.path, value)))
+        elif isinstance(value, (list, tuple)) and value and all(_is_id(v) for v in value):
+            new = type(value)(back(f"{field.path}[{i}]", v) for i, v in enumerate(value))
+            mapped.append((field, new))
+    return mapped
 
 
 def _embedding_rows(model: Any) -> int | None:
@@ -253,6 +319,13 @@ def prepare(plan: VocabPlan, model_or_config: Any) -> PreparedConfig:
             f"no vocab_size of the config is at least the plan's vocab_size {plan.vocab_size} "
             f"(found {', '.join(found)}); build the plan with this model's tokenizer"
         )
+    for path, owner in owners if sizes else ():
+        # A per-layer token table (Gemma 3n) of the ids below this value: its kept ids.
+        per_layer = vars(owner).get("vocab_size_per_layer_input")
+        if _is_id(per_layer):
+            new = sum(1 for i in plan.kept if i < per_layer)
+            key = "vocab_size_per_layer_input"
+            sizes.append(_Field(owner, f"{path}.{key}", key, per_layer, new))
     # Ids below the rows of the model (or of the config) are real rows; others mean nothing.
     rows = max(plan.vocab_size, *(f.old for f in sizes), rows if rows is not None else 0)
 
@@ -273,7 +346,7 @@ def prepare(plan: VocabPlan, model_or_config: Any) -> PreparedConfig:
             new = _remap_value(f"{path}.{key}", key, value, ids)
             if new != value:
                 id_fields.append(_Field(owner, f"{path}.{key}", key, value, new))
-    return PreparedConfig(plan, config, tuple(id_fields), tuple(sizes))
+    return PreparedConfig(plan, config, tuple(id_fields), tuple(sizes), _unset_fields(owners))
 
 
 def apply(plan: VocabPlan, model_or_config: Any) -> AppliedConfig:

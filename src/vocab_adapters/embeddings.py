@@ -18,6 +18,10 @@ Which tensors are handled:
   vocabulary's length (BERT ``cls.predictions.bias``, DeBERTa ``lm_predictions.lm_head.bias``)
   or of shape ``(1, vocab)`` (BART's ``final_logits_bias`` buffer);
 * any other ``nn.Linear`` whose ``out_features`` is the vocabulary (an extra LM head).
+* a per-layer token embedding that the config declares with ``vocab_size_per_layer_input``
+  (Gemma 3n's ``embed_tokens_per_layer``): the kept ids below that size;
+* ``vocab_size`` attributes of modules equal to the embedding's rows (``self.vocab_size`` of
+  many ``*ForCausalLM`` classes, which their loss uses) are set to the reduced size.
 
 Any other tensor with a vocabulary-sized dimension is left alone and named in a
 :class:`VocabSizedTensorWarning`.
@@ -239,25 +243,96 @@ def _padding_change(slot: _Slot, plan: VocabPlan, new_rows: int) -> list[_AttrCh
         if new_padding is None:
             raise VocabError(
                 f"{slot.qualname.rsplit('.', 1)[0]}.padding_idx {padding_idx} is an id the plan "
-                f"drops; keep it when building the plan (keep=({padding_idx},))"
+                f"drops; keep it when building the plan (plan_from_texts(..., model=model) "
+                f"keeps the config's ids, or keep=({padding_idx},))"
             )
         changes.append(_AttrChange(module, "padding_idx", padding_idx, new_padding))
     return changes
 
 
 def _check_position_padding(model: nn.Module, embedding: Any, plan: VocabPlan) -> None:
-    """Refuse to change a pad id that a module also uses to number positions (RoBERTa)."""
+    """Refuse to change a pad id from which a module numbers positions (RoBERTa, XLM-R).
+
+    Such models build position ids from the pad id (``create_position_ids_from_input_ids``)
+    and give their position embedding that ``padding_idx``. Decoder LLMs (Llama, Qwen2, Phi-3,
+    OLMo) copy the config's pad id into a ``padding_idx`` attribute too but number positions
+    without it, so only a non-vocabulary embedding with the pad as ``padding_idx`` counts.
+    """
     pad = getattr(embedding, "padding_idx", None)
     if pad is None or not 0 <= pad < plan.vocab_size or plan.old_to_new(pad) in (None, pad):
         return
+    rows = embedding.num_embeddings
     for path, module in model.named_modules():
-        if isinstance(module, nn.Embedding) or getattr(module, "padding_idx", None) != pad:
+        if (
+            not isinstance(module, nn.Embedding)
+            or module is embedding
+            or module.num_embeddings == rows
+            or module.padding_idx != pad
+        ):
             continue
+        keep = tuple(range(pad + 1)) if pad < 8 else f"range({pad + 1})"
         raise VocabError(
-            f"{path}.padding_idx is the pad id {pad}, from which this model numbers positions "
-            f"(RoBERTa-style), so the pad id must keep its value: keep every id up to {pad} "
-            f"(keep={tuple(range(pad + 1))})"
+            f"{path} numbers positions from the pad id {pad} (RoBERTa-style), so the pad id "
+            f"must keep its value: keep every id up to {pad} (keep={keep})"
         )
+
+
+def _vocab_size_changes(model: nn.Module, rows: int, new_rows: int) -> list[_AttrChange]:
+    """``vocab_size`` attributes of modules (``self.vocab_size`` of ``*ForCausalLM``) = rows."""
+    changes: list[_AttrChange] = []
+    for module in model.modules():
+        value = vars(module).get("vocab_size")
+        if isinstance(value, int) and not isinstance(value, bool) and value == rows:
+            changes.append(_AttrChange(module, "vocab_size", value, new_rows))
+    return changes
+
+
+def _per_layer_size(model: nn.Module) -> int | None:
+    """Rows of a per-layer token embedding the config declares (Gemma 3n), if any."""
+    config = getattr(model, "config", None)
+    get_text = getattr(config, "get_text_config", None)
+    text = get_text() if callable(get_text) else config
+    value = getattr(text, "vocab_size_per_layer_input", None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _per_layer_tensors(
+    model: nn.Module, plan: VocabPlan, heads: _Heads
+) -> tuple[list[_Found], list[_AttrChange]]:
+    """A vocabulary-indexed per-layer embedding (Gemma 3n's ``embed_tokens_per_layer``).
+
+    It has ``vocab_size_per_layer_input`` rows, at most the vocabulary: ids at or beyond that
+    read row 0. The kept ids below it, in order, are a prefix of the new numbering, so the
+    reduced table holds their rows and the kept ids beyond it still read row 0, which is the
+    old row 0 as long as the plan keeps id 0. Validated here; sliced with the rest.
+    """
+    size = _per_layer_size(model)
+    if size is None:
+        return [], []
+    found: list[_Found] = []
+    changes: list[_AttrChange] = []
+    kept = tuple(i for i in plan.kept if i < size)
+    for path, module in model.named_modules():
+        if (
+            not isinstance(module, nn.Embedding)
+            or module is heads.embedding
+            or module.num_embeddings != size
+            or "per_layer" not in path.rsplit(".", 1)[-1]
+        ):
+            continue
+        if len(kept) < plan.new_size and plan.old_to_new(0) != 0:
+            raise VocabError(
+                f"{path} reads row 0 for ids from {size} on, so id 0 must stay id 0: keep it "
+                "when building the plan (keep=(0,))"
+            )
+        slot = _Slot(module, path, "weight", True)
+        _check_tensor(slot, module.weight)
+        found.append(_Found(module.weight, (slot,), 0, kept))
+        changes.extend(_padding_change(slot, plan, len(kept)))
+        for owner in model.modules():
+            if vars(owner).get("vocab_size_per_layer_input") == size:
+                changes.append(_AttrChange(owner, "vocab_size_per_layer_input", size, len(kept)))
+    return found, changes
 
 
 @attrs.frozen(eq=False)
@@ -414,8 +489,11 @@ def prepare(plan: VocabPlan, model: nn.Module, *, offload: str | None = None) ->
     if plan.new_size == 0:
         raise VocabError("the plan keeps no ids; keep at least the special tokens")
     heads = _find_heads(plan, model)
-    found, skipped = _vocabulary_tensors(model, heads)
-    changes = _validate(plan, model, heads, found)  # every check runs before any slicing
+    per_layer, changes = _per_layer_tensors(model, plan, heads)
+    found, skipped = _vocabulary_tensors(model, heads, {id(f.tensor) for f in per_layer})
+    # every check runs before any slicing
+    changes += _validate(plan, model, heads, found)
+    changes += _vocab_size_changes(model, heads.rows, plan.new_size)
     if skipped:
         warnings.warn(
             f"these tensors have a dimension of the vocabulary's size {heads.rows} but are not "
@@ -424,7 +502,7 @@ def prepare(plan: VocabPlan, model: nn.Module, *, offload: str | None = None) ->
             VocabSizedTensorWarning,
             stacklevel=2,
         )
-    groups = _slice(plan, found, offload)
+    groups = _slice(plan, [*per_layer, *found], offload)
     swaps = tuple(
         ParamSwap(g.full, g.reduced, g.index, g.dim)  # type: ignore[arg-type]
         for g in groups
@@ -439,7 +517,7 @@ def prepare(plan: VocabPlan, model: nn.Module, *, offload: str | None = None) ->
         tuple(skipped),
         heads.rows,
         groups,
-        changes,
+        tuple(changes),
     )
 
 
@@ -461,6 +539,7 @@ class _Found:
     tensor: torch.Tensor
     slots: tuple[_Slot, ...]
     dim: int
+    kept: tuple[int, ...] | None = None  # the old ids it keeps, in order (None: plan.kept)
 
 
 def _find_heads(plan: VocabPlan, model: nn.Module) -> _Heads:
@@ -490,7 +569,9 @@ def _find_heads(plan: VocabPlan, model: nn.Module) -> _Heads:
     return _Heads(embedding, weight, rows, output_weight, bias)
 
 
-def _vocabulary_tensors(model: nn.Module, heads: _Heads) -> tuple[list[_Found], list[str]]:
+def _vocabulary_tensors(
+    model: nn.Module, heads: _Heads, handled: set[int]
+) -> tuple[list[_Found], list[str]]:
     """Every distinct tensor to reduce (grouped by identity), and the ones left alone."""
     by_id: dict[int, tuple[torch.Tensor, list[_Slot]]] = {}
     for slot, tensor in _slots(model):
@@ -502,7 +583,7 @@ def _vocabulary_tensors(model: nn.Module, heads: _Heads) -> tuple[list[_Found], 
     found: list[_Found] = []
     skipped: list[str] = []
     for key, (tensor, slots) in by_id.items():
-        if heads.rows not in tensor.shape:
+        if heads.rows not in tensor.shape or key in handled:
             continue
         dim = _vocab_dim(slots, tensor, heads.rows, roles.get(key))
         if dim is None:
@@ -514,7 +595,7 @@ def _vocabulary_tensors(model: nn.Module, heads: _Heads) -> tuple[list[_Found], 
 
 def _validate(
     plan: VocabPlan, model: nn.Module, heads: _Heads, found: list[_Found]
-) -> tuple[_AttrChange, ...]:
+) -> list[_AttrChange]:
     """Check every tensor and module; return the size attributes that change."""
     changes: list[_AttrChange] = []
     for item in found:
@@ -526,19 +607,20 @@ def _validate(
             elif slot.name == "weight" and getattr(module, "out_features", None) == heads.rows:
                 changes.append(_AttrChange(module, "out_features", heads.rows, plan.new_size))
     _check_position_padding(model, heads.embedding, plan)
-    return tuple(changes)
+    return changes
 
 
 def _slice(plan: VocabPlan, found: list[_Found], offload: str | None) -> tuple[_Group, ...]:
     """The reduced tensors, with ``index_select`` on each tensor's own device."""
-    indices: dict[torch.device, torch.Tensor] = {}
+    indices: dict[tuple[torch.device, tuple[int, ...] | None], torch.Tensor] = {}
     groups: list[_Group] = []
     for item in found:
         tensor = item.tensor
         device = tensor.device
-        if device not in indices:
-            indices[device] = torch.tensor(plan.kept, dtype=torch.long, device=device)
-        index = indices[device]
+        if (device, item.kept) not in indices:
+            ids = plan.kept if item.kept is None else item.kept
+            indices[device, item.kept] = torch.tensor(ids, dtype=torch.long, device=device)
+        index = indices[device, item.kept]
         with torch.no_grad():
             reduced: torch.Tensor = tensor.detach().index_select(item.dim, index)
         if item.slots[0].is_param:

@@ -82,8 +82,8 @@ def _kind_of(item: Any) -> str:
         if len(item) == 2 and all(isinstance(x, (list, tuple)) for x in item):
             return "word_pair"
     raise VocabError(
-        "texts must hold str, (str, str) pairs or pre-split word lists "
-        f"(got {type(item).__name__} {item!r:.80})"
+        "texts must hold str, (str, str) pairs, pre-split word lists or conversations "
+        f"(lists of {{'role', 'content'}} dicts) (got {type(item).__name__} {item!r:.80})"
     )
 
 
@@ -483,6 +483,8 @@ def plan_from_texts(
     columns: str | Sequence[str] | None = None,
     progress: bool | None = None,
     num_proc: int | None = None,
+    chat_template_kwargs: dict[str, Any] | None = None,
+    model: Any = None,
 ) -> VocabPlan:
     """The plan keeping the tokens ``texts`` use, plus what exact encoding needs.
 
@@ -494,15 +496,38 @@ def plan_from_texts(
     (tokenizer, ``min_count``, number of texts and tokens). Arguments as in
     :func:`count_tokens`.
 
+    Items may also be conversations (lists of ``{"role": ..., "content": ...}`` dicts, or a
+    ``datasets.Dataset`` with a ``messages`` column): they are counted through
+    ``tokenizer.apply_chat_template(conversation, tokenize=True, **chat_template_kwargs)``
+    (see :mod:`vocab_adapters.chat`). With ``model``, every id its config and generation
+    config name (bos/eos/pad/sep/decoder_start, lists included) is kept too.
+
     >>> from tokenizers import Tokenizer, models, pre_tokenizers
     >>> tok = Tokenizer(models.WordLevel({"<unk>": 0, "a": 1, "b": 2, "c": 3}, "<unk>"))
     >>> tok.pre_tokenizer = pre_tokenizers.Whitespace()
     >>> plan_from_texts(tok, ["a c"], keep=["<unk>"]).kept
     (0, 1, 3)
     """
+    from vocab_adapters import chat
+
     _check_min_count(min_count)
     size = tokenizer_size(tokenizer)
     keep_ids = _resolve_keep(tokenizer, keep, size)
+    if model is not None:
+        keep_ids |= chat.config_token_ids(model, size)
+    if isinstance(texts, (str, bytes)):
+        raise VocabError("'texts' must be an iterable of texts, not a single str; wrap it: [text]")
+    conversations, texts = chat.split_conversations(texts, columns)
+    if conversations is not None:
+        counts, n_texts = chat.count_conversations(
+            tokenizer, conversations, size, chat_template_kwargs, batch_size
+        )
+        return _plan_from_array(tokenizer, counts, min_count, keep_ids, n_texts)
+    if chat_template_kwargs is not None:
+        raise VocabError(
+            "'chat_template_kwargs' applies to conversations (lists of {'role', 'content'} "
+            "dicts); these texts are not conversations"
+        )
     counts, n_texts = _count_array(tokenizer, texts, batch_size, columns, progress, num_proc)
     return _plan_from_array(tokenizer, counts, min_count, keep_ids, n_texts)
 

@@ -5,13 +5,17 @@ No Trainer subclass is needed::
     callback = VocabReductionCallback(plan, tokenizer)
     trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=dev,
                       data_collator=callback.wrap_collator(collator), callbacks=[callback])
-    trainer.train()        # reduced while training; checkpoints and the end state are full
+    callback.train(trainer)  # reduced while training; checkpoints and the end state are full
 
+``callback.train(trainer)`` is ``trainer.train()`` plus a guarantee: the full vocabulary is back
+when it returns *or raises* (the Trainer calls ``on_train_end`` only when training succeeds).
 The plan is applied when training begins (the Trainer has built its optimizer by then; its
 parameters are swapped for the reduced ones), the full vocabulary is restored before every
 checkpoint is written and re-applied right after, and restored for good when training ends.
 Datasets tokenized with the full tokenizer work unchanged: the wrapped collator maps ids to the
-reduced vocabulary while the plan is in force, and leaves them alone otherwise.
+reduced vocabulary while the plan is in force, and leaves them alone otherwise. A collator that
+stored a token id when it was built (TRL's ``DataCollatorForLanguageModeling`` keeps
+``pad_token_id``) is given the reduced id for the duration of each call.
 """
 
 from __future__ import annotations
@@ -86,6 +90,22 @@ class VocabReductionCallback(TrainerCallback):
         if self.applied is not None and self.applied.active:
             revert_plan(self.applied)
 
+    def restore(self) -> None:
+        """Restore the full vocabulary now if the plan is in force (else do nothing)."""
+        self._revert()
+
+    def train(self, trainer: Any, *args: Any, **kwargs: Any) -> Any:
+        """``trainer.train(...)``; the full vocabulary is back when it returns or raises.
+
+        The Trainer does not call ``on_train_end`` when training raises (an exception in a
+        step, a collator, a callback, ``KeyboardInterrupt``), which would leave the model and
+        tokenizer reduced; this restores them before the exception propagates.
+        """
+        try:
+            return trainer.train(*args, **kwargs)
+        finally:
+            self._revert()
+
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Apply the plan to the model, tokenizer and the Trainer's optimizer."""
         self._apply(kwargs["model"], kwargs.get("optimizer"))
@@ -126,13 +146,43 @@ class VocabReductionCallback(TrainerCallback):
         ``"labels"`` where labels are token ids computed beforehand (not for token
         classification, whose labels are classes). Negative values (-100) stay as they are.
         """
+        # Ids the collator holds now, while the plan is not in force, are full ids.
+        full_ids = [] if self.active else self._stored_ids(collator)
 
         def collate(features: Any) -> Any:
-            if self.active:
-                features = [self._remap_feature(f, keys) for f in features]
-            return collator(features)
+            if not self.active:
+                return collator(features)
+            features = [self._remap_feature(f, keys) for f in features]
+            stored = [s for s in full_ids if getattr(collator, s[0], None) == s[1]]
+            try:
+                for name, _, new in stored:
+                    setattr(collator, name, new)
+                return collator(features)
+            finally:
+                for name, old, _ in stored:
+                    setattr(collator, name, old)
 
         return collate
+
+    def _stored_ids(self, collator: Any) -> list[tuple[str, int, int]]:
+        """``(name, full id, reduced id)`` of ``*_token_id`` ints the collator object holds."""
+        try:
+            fields = vars(collator)
+        except TypeError:
+            return []
+        out: list[tuple[str, int, int]] = []
+        for name, value in fields.items():
+            if not name.endswith("_token_id") or isinstance(value, bool):
+                continue
+            if isinstance(value, int) and 0 <= value < self.plan.vocab_size:
+                new = self.plan.old_to_new(value)
+                if new is None:
+                    raise VocabError(
+                        f"the collator's {name} is {value}, an id the plan drops; keep it when "
+                        f"building the plan (keep=({value},))"
+                    )
+                out.append((name, value, new))
+        return out
 
     def _remap_feature(self, feature: Any, keys: Sequence[str]) -> Any:
         import torch

@@ -1,0 +1,174 @@
+"""TRL ``SFTTrainer`` on conversations with a reduced vocabulary (the docs/recipes.md recipe).
+
+A tiny Qwen2 with the Qwen tokenizer shape (pad ``<|endoftext|>`` after the ordinary
+vocabulary, ``config.pad_token_id`` unset as in real Qwen2.5 configs), trained a few steps on a
+conversational ``datasets.Dataset`` with a ``messages`` column. Also the callback path (a
+Trainer built before the plan is applied, TRL's collator keeping the full pad id, a training
+step that raises) and PEFT LoRA with ``embed_tokens``/``lm_head`` in ``modules_to_save``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from fixtures.llm_models import build_llm_case
+from fixtures.llm_tokenizers import CONVERSATIONS
+from vocab_adapters import apply_plan, plan_from_texts, revert_plan
+from vocabcore import VocabPlan
+
+trl = pytest.importorskip("trl")
+datasets = pytest.importorskip("datasets")
+
+MESSAGES = [
+    [
+        {"role": "user", "content": f"What is {a} plus {b}?"},
+        {"role": "assistant", "content": f"{a} plus {b} is {a + b}."},
+    ]
+    for a, b in [(1, 2), (3, 4), (5, 6), (7, 8), (2, 9), (4, 4), (6, 1), (9, 9)]
+] + CONVERSATIONS
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Any:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _args(out: Path, **extra: Any) -> Any:
+    return trl.SFTConfig(
+        output_dir=str(out),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        **extra,
+    )
+
+
+def _model_and_tokenizer(load_llm_tokenizer: Any) -> tuple[Any, Any]:
+    tok = load_llm_tokenizer("qwen2")
+    model = build_llm_case("qwen2", tok)
+    model.config.pad_token_id = None  # as in Qwen2.5 / Llama 3 configs
+    model.generation_config.pad_token_id = None
+    return model, tok
+
+
+def test_sft_trainer_recipe(load_llm_tokenizer: Any, tmp_path: Path) -> None:
+    model, tok = _model_and_tokenizer(load_llm_tokenizer)
+    train = datasets.Dataset.from_dict({"messages": MESSAGES})
+    embedding_before = model.get_input_embeddings().weight.detach().clone()
+
+    # the recipe: plan from the training conversations, apply, build the trainer, train, revert
+    plan = plan_from_texts(tok, train, model=model)
+    applied = apply_plan(plan, model=model, tokenizer=tok)
+    trainer = trl.SFTTrainer(
+        model=model, args=_args(tmp_path / "run"), train_dataset=train, processing_class=tok
+    )
+    trainer.train()
+    revert_plan(applied)
+
+    full_pad = tok.convert_tokens_to_ids("<|endoftext|>")
+    assert len(tok) == plan.vocab_size and tok.pad_token_id == full_pad
+    assert model.config.pad_token_id == full_pad  # SFTTrainer wrote the reduced id
+    weight = model.get_input_embeddings().weight.detach()
+    dropped = [i for i in range(weight.shape[0]) if i >= plan.vocab_size or i not in plan.kept]
+    assert torch.equal(weight[dropped], embedding_before[dropped])
+    assert not torch.equal(weight[list(plan.kept)], embedding_before[list(plan.kept)])
+
+    model.save_pretrained(str(tmp_path / "out"))
+    tok.save_pretrained(str(tmp_path / "out"))
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "out")).eval()
+    tok2 = AutoTokenizer.from_pretrained(str(tmp_path / "out"))
+    assert reloaded.config.pad_token_id == full_pad
+    prompt = tok2.apply_chat_template(
+        MESSAGES[0][:1], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    out = reloaded.generate(**prompt, max_new_tokens=4, do_sample=False)
+    assert out.shape[1] == prompt["input_ids"].shape[1] + 4 or out[0, -1] == tok2.eos_token_id
+
+
+def _tokenized(tok: Any) -> Any:
+    ids = [tok.apply_chat_template(m, tokenize=True, return_dict=False) for m in MESSAGES]
+    return datasets.Dataset.from_dict({"input_ids": [list(i) for i in ids]})
+
+
+def test_callback_with_trl_collator_and_a_failing_step(
+    load_llm_tokenizer: Any, tmp_path: Path
+) -> None:
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from vocab_adapters.trainer import VocabReductionCallback
+
+    model, tok = _model_and_tokenizer(load_llm_tokenizer)
+    train = _tokenized(tok)  # tokenized with the full tokenizer
+    plan = plan_from_texts(tok, MESSAGES, model=model)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    callback = VocabReductionCallback(plan, tok)
+    collator = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id)  # the full id
+    trainer = trl.SFTTrainer(
+        model=model,
+        args=_args(tmp_path / "cb", dataset_kwargs={"skip_prepare_dataset": True}),
+        train_dataset=train,
+        processing_class=tok,
+        data_collator=callback.wrap_collator(collator),
+        callbacks=[callback],
+    )
+    callback.train(trainer)
+    assert not callback.active and len(tok) == plan.vocab_size
+    assert collator.pad_token_id == tok.pad_token_id
+
+    class Boom(Exception):
+        pass
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        assert callback.active  # raised while reduced
+        raise Boom
+
+    trainer.compute_loss = fail  # type: ignore[method-assign]
+    with pytest.raises(Boom):
+        callback.train(trainer)
+    assert not callback.active and len(tok) == plan.vocab_size
+    assert (
+        model.get_input_embeddings().weight.shape[0] == state["model.embed_tokens.weight"].shape[0]
+    )
+
+
+def test_peft_lora_modules_to_save_on_qwen2(load_llm_tokenizer: Any) -> None:
+    peft = pytest.importorskip("peft")
+    model, tok = _model_and_tokenizer(load_llm_tokenizer)
+    plan: VocabPlan = plan_from_texts(tok, MESSAGES, model=model)
+    ids = torch.tensor([tok.apply_chat_template(MESSAGES[0], tokenize=True, return_dict=False)])
+    initial = model.get_input_embeddings().weight.detach().clone()
+    config = peft.LoraConfig(
+        r=4, target_modules=["q_proj", "v_proj"], modules_to_save=["embed_tokens", "lm_head"]
+    )
+    lora = peft.get_peft_model(model, config)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        applied = apply_plan(plan, model=lora, tokenizer=tok)
+    reduced = torch.tensor([plan.remap(ids[0].tolist())])
+    optimizer = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=1e-2)
+    lora(input_ids=reduced, labels=reduced).loss.backward()
+    optimizer.step()
+    revert_plan(applied)
+    merged = lora.merge_and_unload()
+    weight = merged.get_input_embeddings().weight.detach()
+    dropped = [i for i in range(weight.shape[0]) if i >= plan.vocab_size or i not in plan.kept]
+    assert weight.shape == initial.shape
+    assert torch.equal(weight[dropped], initial[dropped])
+    assert not torch.equal(weight[list(plan.kept)], initial[list(plan.kept)])

@@ -125,6 +125,7 @@ def _memory_stats(args: argparse.Namespace, plan: VocabPlan) -> tuple[dict[str, 
         optimizer=args.optimizer,
     )
     full, reduced = est.full, est.reduced
+    assert reduced is not None  # a plan was given
     removed = full.parameters - reduced.parameters
     stats = {
         "params_before": full.parameters,

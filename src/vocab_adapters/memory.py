@@ -119,14 +119,15 @@ def _resolve_dtype(dtype: object) -> torch.dtype | None:
 
 
 def _config_dtype(config: Any) -> torch.dtype | None:
-    for name in ("dtype", "torch_dtype"):
-        value = getattr(config, name, None)
-        if value is not None and value != "auto":
-            try:
-                return _resolve_dtype(value)
-            except VocabError:
-                return None
-    return None
+    value = getattr(config, "dtype", None)
+    if value is None:  # transformers 4 names it torch_dtype (5 warns when that name is read)
+        value = vars(config).get("torch_dtype")
+    if value is None or value == "auto":
+        return None
+    try:
+        return _resolve_dtype(value)
+    except VocabError:
+        return None
 
 
 def _load_config(directory: Path) -> Any:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from vocab_adapters.export import export_reduced
+    from vocab_adapters.memory import memory_estimate
     from vocab_adapters.session import (
         AppliedPlan,
         apply_plan,
@@ -37,6 +38,7 @@ __all__ = [
     "count_tokens_parallel",
     "export_reduced",
     "fingerprint",
+    "memory_estimate",
     "plan_from_counts",
     "plan_from_texts",
     "reduced_vocab",
@@ -56,6 +58,7 @@ _HOMES = {
     "count_tokens_parallel": "texts",
     "plan_from_counts": "texts",
     "export_reduced": "export",
+    "memory_estimate": "memory",
 }
 
 

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from vocabcore import VocabError, VocabPlan, __version__
 
@@ -114,15 +114,84 @@ def _human_bytes(n: float) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def _memory_stats(args: argparse.Namespace, plan: VocabPlan) -> tuple[dict[str, Any], Any]:
+    from vocab_adapters.memory import memory_estimate
+
+    est = memory_estimate(
+        args.model,
+        plan,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        optimizer=args.optimizer,
+    )
+    full, reduced = est.full, est.reduced
+    assert reduced is not None  # a plan was given
+    removed = full.parameters - reduced.parameters
+    stats = {
+        "params_before": full.parameters,
+        "params_after": reduced.parameters,
+        "params_removed_fraction": removed / full.parameters if full.parameters else 0.0,
+        # Adam/AdamW keep exp_avg and exp_avg_sq per parameter: 2 x 4 bytes in fp32.
+        "adam_state_bytes_saved": 8 * removed,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "optimizer": args.optimizer,
+        "logits_bytes_before": full.logits_bytes,
+        "logits_bytes_after": reduced.logits_bytes,
+        "train_bytes_before": full.total_bytes,
+        "train_bytes_after": reduced.total_bytes,
+    }
+    return stats, est
+
+
+def _memory_table(est: Any) -> list[str]:
+    rows = [
+        ("parameters", "parameter_bytes"),
+        ("gradients", "gradient_bytes"),
+        ("optimizer state", "optimizer_state_bytes"),
+        ("logits (fp32)", "logits_bytes"),
+        ("total", "total_bytes"),
+    ]
+    lines = [
+        f"memory per step, batch {est.batch_size} x seq {est.seq_len}, {est.optimizer} "
+        "(activations not included):",
+        f"  {'':<16}{'full':>13}{'reduced':>13}{'saved':>13}",
+    ]
+    for label, name in rows:
+        before, after = getattr(est.full, name), getattr(est.reduced, name)
+        lines.append(
+            f"  {label:<16}{_human_bytes(before):>13}{_human_bytes(after):>13}"
+            f"{_human_bytes(before - after):>13}"
+        )
+    return lines
+
+
 def _cmd_stats(args: argparse.Namespace) -> int:
+    memory_flags = [
+        flag
+        for flag, value in (
+            ("--batch-size", args.batch_size),
+            ("--seq-len", args.seq_len),
+            ("--optimizer", args.optimizer),
+        )
+        if value is not None
+    ]
+    if memory_flags and not args.model:
+        verb = "needs" if len(memory_flags) == 1 else "need"
+        _fail(f"{', '.join(memory_flags)} {verb} --model DIR (the model to estimate)")
+    args.batch_size = 1 if args.batch_size is None else args.batch_size
+    args.seq_len = 512 if args.seq_len is None else args.seq_len
+    args.optimizer = args.optimizer or "adamw"
     plan = VocabPlan.load(args.plan)
     stats: dict[str, Any] = {
         "vocab_size": plan.vocab_size,
         "new_size": plan.new_size,
         "removed_fraction": plan.removed_fraction,
     }
+    est = None
     if args.model:
-        stats.update(parameter_stats(load_model(args.model), plan))
+        memory, est = _memory_stats(args, plan)
+        stats.update(memory)
     if args.json:
         print(json.dumps(stats, indent=2, sort_keys=True))
         return 0
@@ -133,6 +202,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         print(f"parameters after:     {stats['params_after']:,}")
         print(f"parameters removed:   {stats['params_removed_fraction']:.1%}")
         print(f"Adam state saved:     {_human_bytes(stats['adam_state_bytes_saved'])} (fp32)")
+        print("\n".join(_memory_table(est)))
     return 0
 
 
@@ -153,8 +223,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(steps=args.steps, out_dir=args.output, quick=args.quick)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (got {text!r})")
+    return value
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        first = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {first} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="vocabcore",
         description="Shrink a transformer's vocabulary for training and restore it afterwards.",
     )
@@ -176,7 +264,18 @@ def _parser() -> argparse.ArgumentParser:
 
     stats = sub.add_parser("stats", help="what a plan keeps and what it saves")
     stats.add_argument("plan", help="plan.json")
-    stats.add_argument("--model", help="model directory, to count parameters")
+    stats.add_argument("--model", help="model directory, to count parameters and memory")
+    stats.add_argument(
+        "--batch-size", type=_positive_int, help="sequences per step, for the memory estimate (1)"
+    )
+    stats.add_argument(
+        "--seq-len", type=_positive_int, help="tokens per sequence, for the memory estimate (512)"
+    )
+    stats.add_argument(
+        "--optimizer",
+        choices=("adamw", "adamw8bit", "sgd", "sgd-momentum"),
+        help="optimizer whose state to count (adamw)",
+    )
     stats.add_argument("--json", action="store_true", help="machine-readable output")
     stats.set_defaults(func=_cmd_stats)
 
@@ -199,7 +298,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; errors print one line to stderr and exit with status 2."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or an argument error already printed
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         code: int = args.func(args)
         return code
@@ -207,11 +309,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         message = str(exc) if isinstance(exc, VocabError) else f"{exc.strerror}: {exc.filename}"
+        message = " ".join(message.split())  # one line, whatever the message holds
         print(f"vocabcore {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vocabcore: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # anything else is still one line and status 2
+        if args.debug:
+            raise
+        text = " ".join(str(exc).split()) or "no message"
+        print(f"vocabcore {args.command}: error: {type(exc).__name__}: {text}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,362 @@
+"""Memory a training step needs, for the full model and for the model a plan reduces.
+
+``memory_estimate`` counts what training keeps in memory besides activations: parameters,
+their gradients, the optimizer's state and the fp32 logits of one step. Given a config or a
+model directory it builds the model on the meta device, so nothing is allocated and a real
+1B-8B config answers in seconds. The reduced figures are arithmetic: the vocabulary-sized
+tensors that ``apply_plan`` would slice (input embeddings, LM head rows, output biases, padded
+rows included) get ``plan.new_size`` rows; nothing is applied.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from vocabcore import PlanMismatchError, VocabError, VocabPlan
+
+__all__ = ["OPTIMIZERS", "MemoryEstimate", "MemoryFigures", "memory_estimate"]
+
+OPTIMIZERS = ("adamw", "adamw8bit", "sgd", "sgd-momentum")
+
+# bitsandbytes' 8-bit optimizers (checked against 0.50): a parameter with fewer than
+# min_8bit_size (4096) elements keeps two fp32 state tensors; a larger one keeps two uint8 tensors
+# of its size, one fp32 absmax per block of 256 elements for each, and two 256-entry fp32
+# quantization maps that every parameter of the optimizer shares.
+BNB_MIN_8BIT_SIZE = 4096
+BNB_BLOCKSIZE = 256
+BNB_QMAP_BYTES = 2 * 256 * 4
+
+_DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16"}
+
+
+@attrs.frozen
+class MemoryFigures:
+    """Bytes one training step keeps besides activations, for one model.
+
+    Attributes:
+        parameters: Parameters, tied tensors counted once.
+        trainable_parameters: Those with ``requires_grad``.
+        parameter_bytes: Bytes of all parameters.
+        gradient_bytes: One gradient per trainable parameter, in its dtype.
+        optimizer_state_bytes: The optimizer's state as torch or bitsandbytes keeps it (scalar
+            ``step`` entries not counted).
+        logits_bytes: ``batch_size x seq_len x output rows x 4`` (fp32 logits of one step); 0
+            without a vocabulary-sized output layer.
+    """
+
+    parameters: int
+    trainable_parameters: int
+    parameter_bytes: int
+    gradient_bytes: int
+    optimizer_state_bytes: int
+    logits_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        """Sum of parameter, gradient, optimizer-state and logits bytes."""
+        return (
+            self.parameter_bytes
+            + self.gradient_bytes
+            + self.optimizer_state_bytes
+            + self.logits_bytes
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        """The fields and ``total_bytes``, as plain ints."""
+        return {**attrs.asdict(self), "total_bytes": self.total_bytes}
+
+
+@attrs.frozen
+class MemoryEstimate:
+    """``memory_estimate``'s answer: ``full`` and ``reduced`` (``None`` without a plan)."""
+
+    full: MemoryFigures
+    reduced: MemoryFigures | None
+    batch_size: int
+    seq_len: int
+    optimizer: str
+
+    @property
+    def saved_bytes(self) -> int:
+        """``full.total_bytes - reduced.total_bytes`` (0 without a plan)."""
+        return 0 if self.reduced is None else self.full.total_bytes - self.reduced.total_bytes
+
+
+@attrs.frozen
+class _Tensor:
+    numel: int
+    itemsize: int
+    trainable: bool
+    rows: int | None  # the size of its vocabulary dimension, for a tensor apply_plan slices
+
+
+def _check_positive(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise VocabError(f"{name!r} must be a positive int (got {value!r})")
+    return value
+
+
+def _resolve_dtype(dtype: object) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str):
+        name = dtype.removeprefix("torch.")
+        found = getattr(torch, _DTYPE_ALIASES.get(name, name), None)
+        if isinstance(found, torch.dtype) and found.is_floating_point:
+            return found
+    raise VocabError(
+        "'dtype' must be a floating torch.dtype or its name, e.g. 'float32', 'bfloat16', "
+        f"'float16' (got {dtype!r})"
+    )
+
+
+def _config_dtype(config: Any) -> torch.dtype | None:
+    value = getattr(config, "dtype", None)
+    if value is None:  # transformers 4 names it torch_dtype (5 warns when that name is read)
+        value = vars(config).get("torch_dtype")
+    if value is None or value == "auto":
+        return None
+    try:
+        return _resolve_dtype(value)
+    except VocabError:
+        return None
+
+
+def _load_config(directory: Path) -> Any:
+    if not (directory / "config.json").is_file():
+        raise VocabError(
+            f"model directory {str(directory)!r} has no config.json; pass a saved model's "
+            "folder, a transformers config or a model"
+        )
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(directory))
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise VocabError(f"cannot read the config in {str(directory)!r}: {first}") from None
+
+
+def _meta_model(config: Any) -> nn.Module:
+    """The model ``config`` describes, built on the meta device.
+
+    The class is the first one ``architectures`` names, else the base ``AutoModel``.
+    """
+    import transformers
+
+    names = list(getattr(config, "architectures", None) or [])
+    cls = getattr(transformers, names[0], None) if names else None
+    try:
+        with torch.device("meta"):
+            if cls is not None and hasattr(cls, "_from_config"):
+                model: nn.Module = cls._from_config(config)
+            else:
+                model = transformers.AutoModel.from_config(config)  # type: ignore[no-untyped-call]
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise VocabError(
+            f"cannot build a {type(config).__name__} model on the meta device: {first}"
+        ) from None
+    return model
+
+
+def _output_weight(model: nn.Module, rows: int) -> torch.Tensor | None:
+    get_output = getattr(model, "get_output_embeddings", None)
+    output = get_output() if callable(get_output) else None
+    weight = getattr(output, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dim() == 2 and weight.shape[0] == rows:
+        return weight
+    return None
+
+
+def _tensors(model: nn.Module, dtype: torch.dtype | None) -> tuple[list[_Tensor], bool]:
+    """Every parameter once (by identity), and whether there is a vocabulary-sized output.
+
+    A tensor that ``apply_plan`` would slice carries its vocabulary rows.
+    """
+    from vocab_adapters.embeddings import _slots, _vocab_dim
+
+    get_input = getattr(model, "get_input_embeddings", None)
+    embedding = get_input() if callable(get_input) else None
+    weight = getattr(embedding, "weight", None)
+    rows = int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.dim() == 2 else 0
+    output_weight = _output_weight(model, rows) if rows else None
+    roles: dict[int, str] = {}
+    if rows:
+        roles[id(weight)] = "input embeddings"
+    if output_weight is not None:
+        roles.setdefault(id(output_weight), "output embeddings")
+        output = model.get_output_embeddings()  # type: ignore[operator]
+        bias = getattr(output, "bias", None)
+        if isinstance(bias, torch.Tensor) and bias.shape == (rows,):
+            roles.setdefault(id(bias), "output bias")
+
+    by_id: dict[int, tuple[torch.Tensor, list[Any]]] = {}
+    for slot, tensor in _slots(model):
+        if slot.is_param:
+            by_id.setdefault(id(tensor), (tensor, []))[1].append(slot)
+    found: list[_Tensor] = []
+    for key, (tensor, slots) in by_id.items():
+        vocab = bool(rows) and rows in tensor.shape
+        if vocab:
+            dim = _vocab_dim(slots, tensor, rows, roles.get(key))
+            vocab = dim is not None and tensor.shape[dim] == rows
+        itemsize = tensor.element_size()
+        if dtype is not None and tensor.is_floating_point():
+            itemsize = dtype.itemsize
+        found.append(
+            _Tensor(
+                int(tensor.numel()), itemsize, bool(tensor.requires_grad), rows if vocab else None
+            )
+        )
+    return found, output_weight is not None
+
+
+def _optimizer_bytes(tensors: Iterable[_Tensor], optimizer: str) -> int:
+    trainable = [t for t in tensors if t.trainable and t.numel]
+    if optimizer == "adamw":
+        return sum(2 * t.numel * t.itemsize for t in trainable)
+    if optimizer == "sgd":
+        return 0
+    if optimizer == "sgd-momentum":
+        return sum(t.numel * t.itemsize for t in trainable)
+    total = 0
+    quantized = False
+    for t in trainable:
+        if t.numel < BNB_MIN_8BIT_SIZE:
+            total += 2 * 4 * t.numel
+        else:
+            quantized = True
+            total += 2 * t.numel + 2 * 4 * math.ceil(t.numel / BNB_BLOCKSIZE)
+    return total + (BNB_QMAP_BYTES if quantized else 0)
+
+
+def _figures(
+    tensors: list[_Tensor], output_rows: int, batch_size: int, seq_len: int, optimizer: str
+) -> MemoryFigures:
+    trainable = [t for t in tensors if t.trainable]
+    return MemoryFigures(
+        parameters=sum(t.numel for t in tensors),
+        trainable_parameters=sum(t.numel for t in trainable),
+        parameter_bytes=sum(t.numel * t.itemsize for t in tensors),
+        gradient_bytes=sum(t.numel * t.itemsize for t in trainable),
+        optimizer_state_bytes=_optimizer_bytes(tensors, optimizer),
+        logits_bytes=batch_size * seq_len * output_rows * 4,
+    )
+
+
+def _reduce(tensor: _Tensor, new_rows: int) -> _Tensor:
+    if tensor.rows is None:
+        return tensor
+    return attrs.evolve(tensor, numel=tensor.numel // tensor.rows * new_rows)
+
+
+def memory_estimate(
+    model_or_config_or_dir: Any,
+    plan: VocabPlan | None = None,
+    *,
+    batch_size: int = 1,
+    seq_len: int = 512,
+    optimizer: str = "adamw",
+    dtype: torch.dtype | str | None = None,
+) -> MemoryEstimate:
+    """Parameters, gradients, optimizer state and logits of one training step, full and reduced.
+
+    Args:
+        model_or_config_or_dir: A model (its own tensors, dtypes and ``requires_grad``: a frozen
+            base with LoRA counts only the adapters and ``modules_to_save`` as trainable), a
+            transformers config, or a directory holding ``config.json``. A config or directory
+            is built on the meta device with the class its ``architectures`` names first (else
+            the base ``AutoModel``), every parameter trainable; nothing is allocated.
+        plan: A plan for the model's vocabulary; ``reduced`` is ``None`` without one.
+        batch_size: Sequences per step, for the logits.
+        seq_len: Tokens per sequence, for the logits.
+        optimizer: ``"adamw"``, ``"adamw8bit"`` (bitsandbytes' blockwise layout), ``"sgd"`` or
+            ``"sgd-momentum"``.
+        dtype: For a config or directory, the parameters' dtype (a ``torch.dtype`` or its
+            name); default the config's dtype, else float32. A model keeps its own dtypes.
+
+    Returns:
+        A ``MemoryEstimate`` with ``full`` and ``reduced`` ``MemoryFigures``.
+
+    Raises:
+        VocabError: A bad argument (named in the message with what it must be).
+        PlanMismatchError: The plan's vocabulary is larger than the model's embedding.
+
+    >>> from transformers import LlamaConfig
+    >>> config = LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=128,
+    ...                      num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4,
+    ...                      tie_word_embeddings=True, architectures=["LlamaForCausalLM"])
+    >>> plan = VocabPlan.from_ids([range(100)], vocab_size=1000)
+    >>> est = memory_estimate(config, plan, batch_size=2, seq_len=16)
+    >>> est.full.parameters - est.reduced.parameters  # 900 rows x 64, tied: counted once
+    57600
+    >>> est.full.logits_bytes, est.reduced.logits_bytes
+    (128000, 12800)
+    """
+    batch_size = _check_positive("batch_size", batch_size)
+    seq_len = _check_positive("seq_len", seq_len)
+    if optimizer not in OPTIMIZERS:
+        raise VocabError(f"'optimizer' must be one of {', '.join(OPTIMIZERS)} (got {optimizer!r})")
+    wanted = _resolve_dtype(dtype)
+    if plan is not None and not isinstance(plan, VocabPlan):
+        raise VocabError(f"'plan' must be a VocabPlan or None (got {type(plan).__name__})")
+    if plan is not None and plan.new_size == 0:
+        raise VocabError("the plan keeps no ids; keep at least the special tokens")
+
+    source = model_or_config_or_dir
+    if isinstance(source, nn.Module):
+        if wanted is not None:
+            raise VocabError(
+                "'dtype' applies to a config or a model directory; a model keeps its own "
+                "dtypes (convert it with model.to(dtype) first)"
+            )
+        model = source
+    else:
+        if isinstance(source, (str, os.PathLike)):
+            config = _load_config(Path(source))
+        elif hasattr(source, "to_dict") and hasattr(source, "model_type"):
+            config = source
+        else:
+            raise VocabError(
+                "'model_or_config_or_dir' must be a torch model, a transformers config or a "
+                f"model directory (got {type(source).__name__})"
+            )
+        model = _meta_model(config)
+        if wanted is None:
+            wanted = _config_dtype(config) or torch.float32
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+
+    tensors, has_output = _tensors(model, wanted)
+    get_input = getattr(model, "get_input_embeddings", None)
+    embedding = get_input() if callable(get_input) else None
+    input_weight = getattr(embedding, "weight", None)
+    input_rows = int(input_weight.shape[0]) if isinstance(input_weight, torch.Tensor) else None
+    full = _figures(tensors, (input_rows or 0) if has_output else 0, batch_size, seq_len, optimizer)
+    reduced = None
+    if plan is not None:
+        if input_rows is None:
+            raise VocabError(
+                "the model has no input embeddings found through get_input_embeddings(); "
+                "a plan can't be estimated for it"
+            )
+        if input_rows < plan.vocab_size:
+            raise PlanMismatchError(
+                f"the model's input embeddings have {input_rows} rows, fewer than the plan's "
+                f"vocab_size {plan.vocab_size}; build the plan with this model's tokenizer"
+            )
+        small = [_reduce(t, plan.new_size) for t in tensors]
+        reduced = _figures(
+            small, plan.new_size if has_output else 0, batch_size, seq_len, optimizer
+        )
+    return MemoryEstimate(full, reduced, batch_size, seq_len, optimizer)

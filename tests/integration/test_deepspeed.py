@@ -6,6 +6,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,8 +26,21 @@ EMBEDDING = "bert.embeddings.word_embeddings.weight"
 ATOL = 1e-6
 
 
+def build_comm_op() -> None:
+    """JIT-build DeepSpeed's shared-memory comm op once, here, before the ranks load it.
+
+    The first build in an environment compiles C++ (minutes on a loaded machine); done here it
+    neither races between the ranks nor counts against the worker's timeout.
+    """
+    env = dict(os.environ, DS_ACCELERATOR="cpu", PYTHONWARNINGS="ignore")
+    code = "from deepspeed.comm.torch import build_shm_op; build_shm_op()"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-8000:]
+
+
 def test_deepspeed_zero2_reduced_equals_full_vocabulary(tmp_path: Path) -> None:
-    torchrun("deepspeed_worker.py", tmp_path, timeout=600)  # the first run JIT-builds a comm op
+    build_comm_op()
+    torchrun("deepspeed_worker.py", tmp_path, timeout=600)
     plan = plan_for(global_batches())
     initial = tiny_classifier().state_dict()
     states = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]

@@ -496,6 +496,19 @@ def _slow_bpe_closure(tokenizer: Any, plan: VocabPlan) -> VocabPlan:
     return close_plan(plan, encoder, merges)
 
 
+def _close(tokenizer: Any, plan: VocabPlan, fast: bool) -> VocabPlan:
+    if fast:
+        from vocab_adapters.fast_tokenizer import close_plan_for
+
+        return close_plan_for(plan, tokenizer)
+    plan = _slow_bpe_closure(tokenizer, plan)
+    from vocab_adapters import slow_tokenizer
+
+    if slow_tokenizer.supports(tokenizer):  # sentencepiece: unknown and lowest Unigram piece
+        plan = slow_tokenizer.close_plan(plan, tokenizer)
+    return plan
+
+
 def plan_from_texts(
     tokenizer: Any,
     texts: Iterable[Any],
@@ -506,6 +519,7 @@ def plan_from_texts(
     columns: str | Sequence[str] | None = None,
     progress: bool | None = None,
     num_proc: int | None = None,
+    max_size: int | None = None,
 ) -> VocabPlan:
     """The plan keeping the tokens ``texts`` use, plus what exact encoding needs.
 
@@ -517,6 +531,12 @@ def plan_from_texts(
     (tokenizer, ``min_count``, number of texts and tokens). Arguments as in
     :func:`count_tokens`.
 
+    ``max_size`` caps the plan at that many ids: what encoding needs first, then ids by count
+    (highest first, ties by lower id), each with its BPE merge closure, until the next would
+    not fit (see :mod:`vocab_adapters.budget`). Such a plan may drop ids the texts use; the
+    reduced tokenizer then splits those words into kept pieces. A ``max_size`` that binds
+    nothing gives the plan without it; one below what encoding needs raises ``VocabError``.
+
     >>> from tokenizers import Tokenizer, models, pre_tokenizers
     >>> tok = Tokenizer(models.WordLevel({"<unk>": 0, "a": 1, "b": 2, "c": 3}, "<unk>"))
     >>> tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -524,10 +544,11 @@ def plan_from_texts(
     (0, 1, 3)
     """
     _check_min_count(min_count)
+    _check_max_size(max_size)
     size = tokenizer_size(tokenizer)
     keep_ids = _resolve_keep(tokenizer, keep, size)
     counts, n_texts = _count_array(tokenizer, texts, batch_size, columns, progress, num_proc)
-    return _plan_from_array(tokenizer, counts, min_count, keep_ids, n_texts)
+    return _plan_from_array(tokenizer, counts, min_count, keep_ids, n_texts, max_size)
 
 
 def plan_from_counts(
@@ -535,6 +556,8 @@ def plan_from_counts(
     counts: TokenCounts,
     min_count: int = 1,
     keep: Iterable[int | str] = (),
+    *,
+    max_size: int | None = None,
 ) -> VocabPlan:
     """The plan :func:`plan_from_texts` builds, from counts made elsewhere (the reduce step).
 
@@ -555,6 +578,7 @@ def plan_from_counts(
     True
     """
     _check_min_count(min_count)
+    _check_max_size(max_size)
     if not isinstance(counts, TokenCounts):
         raise VocabError(f"'counts' must be TokenCounts (got {type(counts).__name__})")
     size = tokenizer_size(tokenizer)
@@ -567,12 +591,19 @@ def plan_from_counts(
         )
     keep_ids = _resolve_keep(tokenizer, keep, size)
     array = np.asarray(counts.counts, dtype=np.int64)
-    return _plan_from_array(tokenizer, array, min_count, keep_ids, None)
+    return _plan_from_array(tokenizer, array, min_count, keep_ids, None, max_size)
 
 
 def _check_min_count(min_count: Any) -> None:
     if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
         raise VocabError(f"'min_count' must be an int >= 1 (got {min_count!r})")
+
+
+def _check_max_size(max_size: Any) -> None:
+    if max_size is not None and (
+        isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1
+    ):
+        raise VocabError(f"'max_size' must be None or an int >= 1 (got {max_size!r})")
 
 
 def _plan_from_array(
@@ -581,9 +612,12 @@ def _plan_from_array(
     min_count: int,
     keep_ids: set[int],
     n_texts: int | None,
+    max_size: int | None = None,
 ) -> VocabPlan:
+    from vocab_adapters.budget import unk_ids
+
     size = tokenizer_size(tokenizer)
-    keep_ids = keep_ids | _special_ids(tokenizer, size)
+    keep_ids = keep_ids | _special_ids(tokenizer, size) | unk_ids(tokenizer)
     backend = backend_of(tokenizer)
     document = None
     if backend is not None:
@@ -601,8 +635,22 @@ def _plan_from_array(
     metadata["num_tokens"] = int(counts.sum())
     chosen = np.flatnonzero(counts >= min_count).tolist()
     plan = VocabPlan(size, sorted(keep_ids.union(chosen)), fingerprint(tokenizer), metadata)
-    if document is not None:
-        from vocab_adapters.fast_tokenizer import close_plan_for
+    closed = _close(tokenizer, plan, document is not None)
+    if max_size is None or closed.new_size <= max_size:
+        return closed
+    from vocab_adapters.budget import fit_budget
 
-        return close_plan_for(plan, tokenizer)
-    return _slow_bpe_closure(tokenizer, plan)
+    base = _close(
+        tokenizer,
+        VocabPlan(size, sorted(keep_ids), plan.fingerprint),
+        document is not None,
+    )
+    base = base.with_metadata(**metadata, max_size=max_size)
+    return fit_budget(
+        tokenizer,
+        base,
+        counts,
+        min_count,
+        max_size,
+        lambda p: _close(tokenizer, p, document is not None),
+    )

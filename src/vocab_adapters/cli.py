@@ -169,7 +169,7 @@ def _coverage_stats(args: argparse.Namespace, plan: VocabPlan) -> Any:
         _fail("coverage needs one text column (got pairs); pass a single --column")
     report = coverage(plan, tokenizer, texts)
     if args.plot is not None:
-        curve = coverage_curve(tokenizer, texts, extra_sizes=[plan.new_size])
+        curve = coverage_curve(tokenizer, texts, extra_sizes=[plan.new_size], prefer=plan)
         title = f"{Path(args.texts).name}: {len(texts):,} texts"
         plot_coverage(curve, args.plot, chosen=(plan.new_size, report), title=title)
     return report

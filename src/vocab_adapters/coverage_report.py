@@ -27,7 +27,7 @@ from vocab_adapters.tokenizer_backend import (
     tokenizer_document,
     tokenizer_size,
 )
-from vocabcore import VocabError, VocabPlan
+from vocabcore import TokenCounts, VocabError, VocabPlan
 
 __all__ = ["CoverageCurve", "CoverageReport", "coverage", "coverage_curve", "plot_coverage"]
 
@@ -286,6 +286,8 @@ def coverage_curve(
     points: int = 40,
     extra_sizes: Sequence[int] = (),
     batch_size: int = 1000,
+    order: TokenCounts | None = None,
+    prefer: VocabPlan | None = None,
 ) -> CoverageCurve:
     """Identical fraction and tokens growth of ``plan_from_texts(..., max_size=N)`` for many N.
 
@@ -293,11 +295,23 @@ def coverage_curve(
     module docstring), so many budgets cost little more than one. Budgets run from the
     smallest plan (what encoding needs) to the plan without a budget, ``points`` of them
     evenly spaced, plus ``extra_sizes``.
+
+    Args:
+        tokenizer: The full tokenizer.
+        texts: The texts to measure on (str).
+        min_count: As in :func:`vocab_adapters.plan_from_texts`.
+        keep: As in :func:`vocab_adapters.plan_from_texts`.
+        points: Budgets evenly spaced between the smallest and the largest plan.
+        extra_sizes: More budgets (for instance a chosen plan's ``new_size``).
+        batch_size: Texts per batch call.
+        order: Counts that order the budgets (the plans built from other texts, such as a
+            training set, measured on ``texts``); default: the counts of ``texts``.
+        prefer: A plan whose ids come first in the order, so the curve passes through it
+            (``prefer.new_size`` then keeps exactly ``prefer.kept``).
     """
     from vocab_adapters.budget import budget_order, closure_pricer
     from vocab_adapters.texts import _resolve_keep, plan_from_counts
     from vocab_adapters.tokenizer_backend import fingerprint
-    from vocabcore import TokenCounts
 
     items = _check_texts(texts)
     size = tokenizer_size(tokenizer)
@@ -307,7 +321,21 @@ def coverage_curve(
     keep_ids = sorted(_resolve_keep(tokenizer, keep, size))
     zero = TokenCounts(size, [0] * size, fingerprint(tokenizer))
     base = plan_from_counts(tokenizer, zero, keep=keep_ids)
-    _, sizes, groups = budget_order(base, counts, min_count, closure_pricer(tokenizer))
+    ranking = counts if order is None else np.asarray(order.counts, dtype=np.int64)
+    if ranking.shape != counts.shape:
+        raise VocabError(
+            f"'order' counts have vocab_size {ranking.size}, the tokenizer {size}; count with "
+            "this tokenizer"
+        )
+    if prefer is not None:
+        if prefer.vocab_size != size:
+            raise VocabError(
+                f"'prefer' has vocab_size {prefer.vocab_size}, the tokenizer {size}; build "
+                "the plan from this tokenizer"
+            )
+        ranking = ranking.copy()
+        ranking[list(prefer.kept)] += int(ranking.sum()) + max(min_count, 1)
+    _, sizes, groups = budget_order(base, ranking, min_count, closure_pricer(tokenizer))
     # rank of an id: -1 kept by every budget, k taken with group k, len(groups) never
     rank = np.full(size, len(groups), dtype=np.int64)
     rank[list(base.kept)] = -1

@@ -10,7 +10,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from fixtures.fast_tokenizers import FAST_TOKENIZER_NAMES, copy_tokenizer
-from vocab_adapters import CoverageReport, coverage, plan_from_texts
+from vocab_adapters import CoverageReport, count_tokens, coverage, plan_from_texts
 from vocab_adapters.coverage_report import coverage_curve, plot_coverage
 from vocab_adapters.tokenizer_backend import fingerprint
 from vocabcore import VocabError, VocabPlan
@@ -122,9 +122,18 @@ def test_curve_agrees_with_coverage_at_each_budget(family: Any, corpus_texts: li
 
 def test_plot_writes_png(wordpiece_tokenizer: Tokenizer, corpus_texts: list[str], tmp_path) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("matplotlib")
-    plan = plan_from_texts(wordpiece_tokenizer, corpus_texts, max_size=600)
-    report = coverage(plan, wordpiece_tokenizer, corpus_texts)
-    curve = coverage_curve(wordpiece_tokenizer, corpus_texts, extra_sizes=[plan.new_size])
-    assert plan.new_size in curve.sizes
+    train, held = corpus_texts[::2], corpus_texts[1::2]
+    plan = plan_from_texts(wordpiece_tokenizer, train, max_size=600)
+    report = coverage(plan, wordpiece_tokenizer, held)
+    # ordered by the plan's ids first, the curve passes through the plan exactly
+    curve = coverage_curve(wordpiece_tokenizer, held, extra_sizes=[plan.new_size], prefer=plan)
+    at = curve.sizes.index(plan.new_size)
+    assert curve.identical_fraction[at] == pytest.approx(report.identical_fraction)
+    # ordered by the training counts: the curve's plans are plan_from_texts(train, max_size=N)
+    order = count_tokens(wordpiece_tokenizer, train)
+    by_train = coverage_curve(wordpiece_tokenizer, held, extra_sizes=[600], order=order)
+    assert by_train.identical_fraction[by_train.sizes.index(plan.new_size)] == pytest.approx(
+        report.identical_fraction
+    )
     out = plot_coverage(curve, tmp_path / "c.png", chosen=(plan.new_size, report), title="t")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

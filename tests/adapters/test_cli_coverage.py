@@ -86,7 +86,7 @@ def test_stats_json_has_coverage(
     }
     assert png.read_bytes()[:4] == b"\x89PNG"
 
-    assert main(args[:-2] + ["--texts", str(files["held"]), "--column", "body"]) == 0
+    assert main([*args[:-2], "--texts", str(files["held"]), "--column", "body"]) == 0
     text = capsys.readouterr().out
     assert "identical encoding:" in text and "tokens growth:" in text
 

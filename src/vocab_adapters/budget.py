@@ -15,7 +15,6 @@ uses it to estimate every budget from one encoding of the texts.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -183,9 +182,3 @@ def fit_budget(
         else:
             high = mid - 1
     return close(base.keeping(i for group in groups[:low] for i in group))
-
-
-def size_at(sizes: list[int], base_size: int, budget: int) -> int:
-    """How many ids a plan with ``max_size=budget`` keeps, from :func:`budget_order` sizes."""
-    taken = bisect_right(sizes, budget)
-    return sizes[taken - 1] if taken else base_size

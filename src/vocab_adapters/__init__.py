@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from vocab_adapters.coverage_report import CoverageReport, coverage
     from vocab_adapters.export import export_reduced
     from vocab_adapters.memory import memory_estimate
     from vocab_adapters.session import (
@@ -33,7 +34,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AppliedPlan",
+    "CoverageReport",
     "apply_plan",
+    "coverage",
     "count_tokens",
     "count_tokens_parallel",
     "export_reduced",
@@ -59,6 +62,8 @@ _HOMES = {
     "plan_from_counts": "texts",
     "export_reduced": "export",
     "memory_estimate": "memory",
+    "coverage": "coverage_report",
+    "CoverageReport": "coverage_report",
 }
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from vocab_adapters.tokenizer_backend import keep_needed
 from vocabcore import VocabError, VocabPlan
 
-__all__ = ["close_under_merges", "closure_ids", "merge_table"]
+__all__ = ["close_under_merges", "closure_ids", "merge_table", "token_closure"]
 
 MergeTable = dict[tuple[str, str], tuple[int, str]]
 
@@ -101,6 +101,29 @@ def closure_ids(
         if token is None or token in seen:
             continue
         _run(_initial_symbols(token, prefix, suffix), table, seen)
+    return {vocab[s] for s in seen if s in vocab}
+
+
+def token_closure(
+    token: str,
+    vocab: Mapping[str, int],
+    table: MergeTable,
+    *,
+    continuing_subword_prefix: str | None = None,
+    end_of_word_suffix: str | None = None,
+) -> set[int]:
+    """Ids of the symbols BPE meets while building ``token`` alone (``token``'s own included).
+
+    :func:`closure_ids` for one token, without its per-call pass over ``vocab``: what a
+    budget uses to price each candidate token.
+
+    >>> table = merge_table([("a", "b"), ("ab", "c")])
+    >>> sorted(token_closure("abc", {"a": 0, "b": 1, "c": 2, "ab": 3, "abc": 4}, table))
+    [0, 1, 2, 3, 4]
+    """
+    seen: set[str] = set()
+    symbols = _initial_symbols(token, continuing_subword_prefix or "", end_of_word_suffix or "")
+    _run(symbols, table, seen)
     return {vocab[s] for s in seen if s in vocab}
 
 

@@ -96,6 +96,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         min_count=args.min_count,
         keep=keep,
         progress=None if not args.quiet else False,
+        max_size=args.max_size,
     )
     plan = plan.with_metadata(corpus=str(Path(args.texts).name))
     plan.save(args.output)
@@ -192,6 +193,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     if args.model:
         memory, est = _memory_stats(args, plan)
         stats.update(memory)
+    report = _coverage_stats(args, plan)
+    if report is not None:
+        stats["coverage"] = report.to_dict()
     if args.json:
         print(json.dumps(stats, indent=2, sort_keys=True))
         return 0
@@ -203,13 +207,67 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         print(f"parameters removed:   {stats['params_removed_fraction']:.1%}")
         print(f"Adam state saved:     {_human_bytes(stats['adam_state_bytes_saved'])} (fp32)")
         print("\n".join(_memory_table(est)))
+    if report is not None:
+        _print_coverage(report, args.plot)
     return 0
+
+
+def _add_coverage_arguments(stats: argparse.ArgumentParser) -> None:
+    stats.add_argument("--tokenizer", help="tokenizer directory, for the coverage report")
+    stats.add_argument("--texts", help="texts to measure coverage on (.txt, .jsonl, ...)")
+    stats.add_argument("--column", action="append", help="text column of --texts")
+    stats.add_argument("--plot", help="draw kept size against coverage into this PNG")
+
+
+def _coverage_stats(args: argparse.Namespace, plan: VocabPlan) -> Any:
+    """The coverage report of ``plan`` on ``--texts`` (and the ``--plot``), or ``None``."""
+    if args.texts is None and args.tokenizer is None and args.plot is None:
+        return None
+    if args.texts is None or args.tokenizer is None:
+        _fail("coverage needs both --tokenizer DIR and --texts FILE (and --plot needs them too)")
+    if args.plot is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            _fail("--plot needs matplotlib: pip install 'vocabcore[plot]'")
+    from vocab_adapters.coverage_report import coverage, coverage_curve, plot_coverage
+    from vocab_adapters.text_files import iter_texts
+
+    tokenizer = load_tokenizer(args.tokenizer)
+    texts = list(iter_texts(args.texts, args.column or ()))
+    if texts and not isinstance(texts[0], str):
+        _fail("coverage needs one text column (got pairs); pass a single --column")
+    report = coverage(plan, tokenizer, texts)
+    if args.plot is not None:
+        curve = coverage_curve(tokenizer, texts, extra_sizes=[plan.new_size], prefer=plan)
+        title = f"{Path(args.texts).name}: {len(texts):,} texts"
+        plot_coverage(curve, args.plot, chosen=(plan.new_size, report), title=title)
+    return report
+
+
+def _print_coverage(report: Any, plot: str | None) -> None:
+    print(f"texts:                {report.texts:,}")
+    print(f"identical encoding:   {report.identical_fraction:.1%} of texts")
+    print(f"unk tokens:           {report.unk_fraction:.2%} of reduced tokens")
+    print(
+        f"tokens growth:        {report.tokens_growth:+.1%} "
+        f"({report.tokens_full:,} -> {report.tokens_reduced:,})"
+    )
+    if plot is not None:
+        print(f"plot:                 {plot}")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from vocab_adapters.export import export_reduced
 
     plan = VocabPlan.load(args.plan)
+    from vocab_adapters import sentence_transformer
+
+    if sentence_transformer.is_sentence_transformer_dir(args.model):
+        st_model = sentence_transformer.load(args.model)
+        out = export_reduced(st_model, None, plan, args.output, overwrite=args.overwrite)
+        print(f"wrote a sentence-transformers model reduced to {plan.new_size:,} tokens to {out}")
+        return 0
     model = load_model(args.model)
     tokenizer = load_tokenizer(args.tokenizer or args.model)
     out = export_reduced(model, tokenizer, plan, args.output, overwrite=args.overwrite)
@@ -258,6 +316,9 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--column", action="append", help="text column (repeat for sentence pairs)")
     plan.add_argument("--min-count", type=int, default=1, help="keep tokens seen this often")
     plan.add_argument("--keep", action="append", help="a token to keep whatever its count")
+    plan.add_argument(
+        "--max-size", type=int, help="keep at most this many ids (most frequent first)"
+    )
     plan.add_argument("-o", "--output", required=True, help="where to write plan.json")
     plan.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     plan.set_defaults(func=_cmd_plan)
@@ -277,6 +338,7 @@ def _parser() -> argparse.ArgumentParser:
         help="optimizer whose state to count (adamw)",
     )
     stats.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_coverage_arguments(stats)
     stats.set_defaults(func=_cmd_stats)
 
     export = sub.add_parser("export", help="write a permanently reduced model and tokenizer")

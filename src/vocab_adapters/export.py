@@ -33,8 +33,12 @@ def export_reduced(
     reduced only while saving and are restored before this returns, also on error; nothing is
     left in ``out_dir`` if saving fails.
 
+    A sentence-transformers model (a ``SentenceTransformer``, or the path of a directory with
+    ``modules.json``) is saved with ``SentenceTransformer.save``: ``SentenceTransformer(out_dir)``
+    loads it with the same modules and pooling (pass ``st_model.tokenizer``, or ``None``).
+
     Args:
-        model: A transformers model.
+        model: A transformers model, or a sentence-transformers model.
         tokenizer: Its fast tokenizer (a slow sentencepiece tokenizer cannot be saved reduced:
             load the fast one with ``AutoTokenizer.from_pretrained(..., use_fast=True)``).
         plan: The plan to apply.
@@ -50,6 +54,13 @@ def export_reduced(
             f"output directory {str(target)!r} exists and is not empty; choose another "
             "or pass overwrite=True (--overwrite)"
         )
+    from vocab_adapters import sentence_transformer as st
+
+    if isinstance(model, (str, Path)) and st.is_sentence_transformer_dir(model):
+        model = st.load(model)
+    if st.is_sentence_transformer(model):
+        st.transformer_parts(model, tokenizer)
+        return st.export(model, plan, target, overwrite)
     if backend_of(tokenizer) is None:
         raise VocabError(
             f"export needs a fast tokenizer (got the slow {type(tokenizer).__name__}); load it "

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from vocab_adapters.text_files import dataset_string_columns, guess_text_columns
+from vocab_adapters.tokenizer_adapter import close_plan
 from vocab_adapters.tokenizer_backend import backend_of, fingerprint, tokenizer_size
 from vocabcore import PlanMismatchError, TokenCounts, VocabError, VocabPlan
 
@@ -485,6 +486,7 @@ def plan_from_texts(
     num_proc: int | None = None,
     chat_template_kwargs: dict[str, Any] | None = None,
     model: Any = None,
+    max_size: int | None = None,
 ) -> VocabPlan:
     """The plan keeping the tokens ``texts`` use, plus what exact encoding needs.
 
@@ -502,6 +504,12 @@ def plan_from_texts(
     (see :mod:`vocab_adapters.chat`). With ``model``, every id its config and generation
     config name (bos/eos/pad/sep/decoder_start, lists included) is kept too.
 
+    ``max_size`` caps the plan at that many ids: what encoding needs first, then ids by count
+    (highest first, ties by lower id), each with its BPE merge closure, until the next would
+    not fit (see :mod:`vocab_adapters.budget`). Such a plan may drop ids the texts use; the
+    reduced tokenizer then splits those words into kept pieces. A ``max_size`` that binds
+    nothing gives the plan without it; one below what encoding needs raises ``VocabError``.
+
     >>> from tokenizers import Tokenizer, models, pre_tokenizers
     >>> tok = Tokenizer(models.WordLevel({"<unk>": 0, "a": 1, "b": 2, "c": 3}, "<unk>"))
     >>> tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -511,6 +519,7 @@ def plan_from_texts(
     from vocab_adapters import chat
 
     _check_min_count(min_count)
+    _check_max_size(max_size)
     size = tokenizer_size(tokenizer)
     keep_ids = _resolve_keep(tokenizer, keep, size)
     if model is not None:
@@ -529,7 +538,7 @@ def plan_from_texts(
             "dicts); these texts are not conversations"
         )
     counts, n_texts = _count_array(tokenizer, texts, batch_size, columns, progress, num_proc)
-    return _plan_from_array(tokenizer, counts, min_count, keep_ids, n_texts)
+    return _plan_from_array(tokenizer, counts, min_count, keep_ids, n_texts, max_size)
 
 
 def plan_from_counts(
@@ -537,6 +546,8 @@ def plan_from_counts(
     counts: TokenCounts,
     min_count: int = 1,
     keep: Iterable[int | str] = (),
+    *,
+    max_size: int | None = None,
 ) -> VocabPlan:
     """The plan :func:`plan_from_texts` builds, from counts made elsewhere (the reduce step).
 
@@ -557,6 +568,7 @@ def plan_from_counts(
     True
     """
     _check_min_count(min_count)
+    _check_max_size(max_size)
     if not isinstance(counts, TokenCounts):
         raise VocabError(f"'counts' must be TokenCounts (got {type(counts).__name__})")
     size = tokenizer_size(tokenizer)
@@ -569,12 +581,19 @@ def plan_from_counts(
         )
     keep_ids = _resolve_keep(tokenizer, keep, size)
     array = np.asarray(counts.counts, dtype=np.int64)
-    return _plan_from_array(tokenizer, array, min_count, keep_ids, None)
+    return _plan_from_array(tokenizer, array, min_count, keep_ids, None, max_size)
 
 
 def _check_min_count(min_count: Any) -> None:
     if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
         raise VocabError(f"'min_count' must be an int >= 1 (got {min_count!r})")
+
+
+def _check_max_size(max_size: Any) -> None:
+    if max_size is not None and (
+        isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1
+    ):
+        raise VocabError(f"'max_size' must be None or an int >= 1 (got {max_size!r})")
 
 
 def _plan_from_array(
@@ -583,15 +602,25 @@ def _plan_from_array(
     min_count: int,
     keep_ids: set[int],
     n_texts: int | None,
+    max_size: int | None = None,
 ) -> VocabPlan:
+    from vocab_adapters.budget import unk_ids
+
     size = tokenizer_size(tokenizer)
-    keep_ids = keep_ids | _special_ids(tokenizer, size)
+    keep_ids = keep_ids | _special_ids(tokenizer, size) | unk_ids(tokenizer)
     metadata: dict[str, Any] = {"tokenizer": _name_of(tokenizer), "min_count": min_count}
     if n_texts is not None:
         metadata["num_texts"] = n_texts
     metadata["num_tokens"] = int(counts.sum())
     chosen = np.flatnonzero(counts >= min_count).tolist()
     plan = VocabPlan(size, sorted(keep_ids.union(chosen)), fingerprint(tokenizer), metadata)
-    from vocab_adapters.tokenizer_adapter import close_plan
+    closed = close_plan(plan, tokenizer)
+    if max_size is None or closed.new_size <= max_size:
+        return closed
+    from vocab_adapters.budget import fit_budget
 
-    return close_plan(plan, tokenizer)
+    base = close_plan(VocabPlan(size, sorted(keep_ids), plan.fingerprint), tokenizer)
+    base = base.with_metadata(**metadata, max_size=max_size)
+    return fit_budget(
+        tokenizer, base, counts, min_count, max_size, lambda p: close_plan(p, tokenizer)
+    )

@@ -32,7 +32,13 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from vocab_adapters.bpe_closure import closure_ids, merge_table
+from vocab_adapters.bpe_closure import (
+    cached_merge_table,
+    cached_parse_merges,
+    closure_ids,
+    merge_table,
+    parse_merges,
+)
 from vocab_adapters.reversible import Done
 from vocab_adapters.tokenizer_backend import (
     backend_of,
@@ -207,7 +213,13 @@ def required_ids(document: Mapping[str, Any], kept: Any = None) -> set[int]:
     kind = model["type"]
     if kind == "BPE":
         vocab = _vocab_items(model)
-        table = merge_table(model.get("merges") or (), model.get("continuing_subword_prefix"))
+        merges = model.get("merges")
+        prefix = model.get("continuing_subword_prefix")
+        table = (
+            cached_merge_table(merges, prefix)
+            if isinstance(merges, list)
+            else merge_table(merges or (), prefix)
+        )
         return closure_ids(
             kept or (),
             vocab,
@@ -305,19 +317,18 @@ def reduce_tokenizer_json(
         if unk is not None and unk in vocab and unk not in new_vocab:
             _new_id(plan, document, vocab[unk], f"the {kind} model (unk_token)")
         if kind == "BPE":
-            prefix = model.get("continuing_subword_prefix") or ""
             merges = model.get("merges") or []
-            kept_merges = []
-            for merge in merges:
-                left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
-                merged = (
-                    left + right[len(prefix) :]
-                    if prefix and right.startswith(prefix)
-                    else left + right
-                )
-                if left in new_vocab and right in new_vocab and merged in new_vocab:
-                    kept_merges.append(list(merge) if not isinstance(merge, str) else merge)
-            new_model["merges"] = kept_merges
+            prefix = model.get("continuing_subword_prefix")
+            pairs = (
+                cached_parse_merges(merges, prefix)
+                if isinstance(merges, list)
+                else parse_merges(merges, prefix)
+            )
+            new_model["merges"] = [
+                list(merge) if not isinstance(merge, str) else merge
+                for merge, (left, right, merged) in zip(merges, pairs, strict=True)
+                if left in new_vocab and right in new_vocab and merged in new_vocab
+            ]
 
     if check_closed:
         needed = required_ids(document, plan.kept)

@@ -45,7 +45,6 @@ from vocab_adapters.tokenizer_backend import (
     dump_json,
     parsed,
     tokenizer_document,
-    tokenizer_size,
 )
 from vocabcore import PlanMismatchError, VocabError, VocabPlan
 
@@ -55,6 +54,7 @@ __all__ = [
     "SUPPORTED_MODELS",
     "apply",
     "close_plan_for",
+    "close_plan_with_document",
     "fallback_ids",
     "prepare",
     "reduce_tokenizer_json",
@@ -395,6 +395,11 @@ def close_plan_for(plan: VocabPlan, tokenizer: Any) -> VocabPlan:
     if not isinstance(plan, VocabPlan):
         raise VocabError(f"'plan' must be a VocabPlan (got {type(plan).__name__})")
     _, document = tokenizer_document(tokenizer)
+    return close_plan_with_document(plan, document)
+
+
+def close_plan_with_document(plan: VocabPlan, document: Mapping[str, Any]) -> VocabPlan:
+    """:func:`close_plan_for` on a parsed ``tokenizer.json`` (``plan`` itself if closed)."""
     needed = required_ids(document, plan.kept)
     bad = [i for i in needed if i >= plan.vocab_size]
     if bad:
@@ -530,13 +535,13 @@ def prepare(plan: VocabPlan, tokenizer: Any) -> PreparedFastTokenizer:
             "a plan is already applied to this tokenizer; revert it (applied.revert()) before "
             "applying another"
         )
-    size = tokenizer_size(tokenizer)
+    entry = parsed(backend)
+    size = entry.size(backend)  # len(tokenizer), without building the token map again
     if plan.vocab_size != size:
         raise PlanMismatchError(
             f"the plan's vocab_size is {plan.vocab_size} but the tokenizer has {size} tokens "
             "(len(tokenizer)); build the plan from this tokenizer"
         )
-    entry = parsed(backend)
     if plan.fingerprint is not None:
         actual = entry.fingerprint(backend, size)
         if actual != plan.fingerprint:

@@ -253,7 +253,7 @@ def render(results: dict[str, Any], command: str, images: list[str]) -> str:
             f"- predecessor env: {TSTV} {ts['lib_version']}, Python {ts['python']}, torch "
             f"{ts['torch']}, transformers {ts['transformers']}, tokenizers {ts.get('tokenizers')}"
         )
-    add("- GPU: not measured; this session had no GPU lent. The scripts use the CPU only.\n")
+    add("- GPU: no GPU figures yet; the scripts use the CPU only.\n")
 
     add("## What was measured on\n")
     add(
@@ -275,7 +275,7 @@ def render(results: dict[str, Any], command: str, images: list[str]) -> str:
         "accented Latin for DeBERTa) scored below every learnt piece, which an English-like "
         "corpus never produces — as with the other languages' pieces of the real XLM-R. The "
         "kept fractions are therefore **indicative**: real hub tokenizers on real CoNLL-03 "
-        "give similar but not identical numbers (the issue's XLM-R reference is ~17k ids)."
+        "give similar but not identical numbers (real XLM-R on CoNLL-03 keeps ~17k ids)."
     )
     add(
         "- **Models**: the real dimensions from locally written configs (12 layers, 768 "
@@ -284,7 +284,7 @@ def render(results: dict[str, Any], command: str, images: list[str]) -> str:
         "GPT-2, conditional generation (tied, v1.0-style) for T5.\n"
     )
 
-    add("## Targets (issue 8 / issue 6)\n")
+    add("## Targets\n")
     rows = []
     floor = vc.get("apply_revert", {}).get("floor_s")
     if "apply_revert" in vc:
@@ -584,6 +584,12 @@ def render(results: dict[str, Any], command: str, images: list[str]) -> str:
         + "\n"
     )
 
+    floors = sorted(HERE.glob("results-floors-*.json"))
+    if floors:
+        import floors as floors_bench
+
+        add(floors_bench.render([json.loads(p.read_text()) for p in floors]))
+
     st = results["steps"]
     add("## Training step time, full vs reduced (vocabcore)\n")
     add(
@@ -636,6 +642,8 @@ def render(results: dict[str, Any], command: str, images: list[str]) -> str:
         "    'transformers==4.57.*' sentencepiece protobuf\n"
         "# everything else runs in vocabcore's env (pip install -e '.[bench]')\n"
         f"{command}          # or: nox -s bench\n"
+        "# floors and predecessor under one transformers major (run once per major)\n"
+        "python benchmarks/floors.py --out benchmarks/results-floors-5.json\n"
         "python benchmarks/run_all.py --quick   # CI smoke run, < 2 min, writes nothing here\n"
         "```\n"
     )

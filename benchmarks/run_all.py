@@ -589,6 +589,17 @@ def render(results: dict[str, Any], command: str, images: list[str]) -> str:
         import floors as floors_bench
 
         add(floors_bench.render([json.loads(p.read_text()) for p in floors]))
+    else:
+        add("## Floors and the predecessor, under both transformers majors\n")
+        add(
+            "Not measured yet. `python benchmarks/floors.py --out "
+            "benchmarks/results-floors-MAJOR.json`, run once with transformers 5 and once with "
+            "transformers 4.57, writes the figures this section shows: plan build against the "
+            "backend's `encode_batch_fast`, apply + revert split into the tokenizer part (against "
+            "one `to_str` + one `from_str`) and the model part (against one `index_select` + one "
+            "`index_copy_`), and the step time of a reduced model against the same model reduced "
+            "by hand, each beside the predecessor.\n"
+        )
 
     st = results["steps"]
     add("## Training step time, full vs reduced (vocabcore)\n")

@@ -177,6 +177,31 @@ def build(family: str, quick: bool = False) -> Path:
             }
         return _write(tok, out, cfg)
 
+    if family == "wordlevel":
+        from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+        tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        trainer = trainers.WordLevelTrainer(
+            vocab_size=2_000 if quick else 30_000,
+            special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"],
+            show_progress=False,
+        )
+        tok.train_from_iterator(_corpus.tokenizer_corpus(5_000 if quick else 40_000), trainer)
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]",
+            pair="[CLS] $A [SEP] $B [SEP]",
+            special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
+        )
+        cfg = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "unk_token": "[UNK]",
+            "pad_token": "[PAD]",
+            "cls_token": "[CLS]",
+            "sep_token": "[SEP]",
+        }
+        return _write(tok, out, cfg)
+
     trained = _trained_unigram(2_000 if quick else TRAINED_UNIGRAM, quick)
     floor = min(s for _, s in trained)
     taken = {p for p, _ in trained}

@@ -275,7 +275,7 @@ def render(results: dict[str, Any], command: str, images: list[str]) -> str:
         "accented Latin for DeBERTa) scored below every learnt piece, which an English-like "
         "corpus never produces — as with the other languages' pieces of the real XLM-R. The "
         "kept fractions are therefore **indicative**: real hub tokenizers on real CoNLL-03 "
-        "give similar but not identical numbers (the figure quoted for XLM-R is ~17k ids)."
+        "give similar but not identical numbers (real XLM-R on CoNLL-03 keeps ~17k ids)."
     )
     add(
         "- **Models**: the real dimensions from locally written configs (12 layers, 768 "
@@ -584,6 +584,23 @@ def render(results: dict[str, Any], command: str, images: list[str]) -> str:
         + "\n"
     )
 
+    floors = sorted(HERE.glob("results-floors-*.json"))
+    if floors:
+        import floors as floors_bench
+
+        add(floors_bench.render([json.loads(p.read_text()) for p in floors]))
+    else:
+        add("## Floors and the predecessor, under both transformers majors\n")
+        add(
+            "Not measured yet. `python benchmarks/floors.py --out "
+            "benchmarks/results-floors-MAJOR.json`, run once with transformers 5 and once with "
+            "transformers 4.57, writes the figures this section shows: plan build against the "
+            "backend's `encode_batch_fast`, apply + revert split into the tokenizer part (against "
+            "one `to_str` + one `from_str`) and the model part (against one `index_select` + one "
+            "`index_copy_`), and the step time of a reduced model against the same model reduced "
+            "by hand, each beside the predecessor.\n"
+        )
+
     st = results["steps"]
     add("## Training step time, full vs reduced (vocabcore)\n")
     add(
@@ -636,6 +653,8 @@ def render(results: dict[str, Any], command: str, images: list[str]) -> str:
         "    'transformers==4.57.*' sentencepiece protobuf\n"
         "# everything else runs in vocabcore's env (pip install -e '.[bench]')\n"
         f"{command}          # or: nox -s bench\n"
+        "# floors and predecessor under one transformers major (run once per major)\n"
+        "python benchmarks/floors.py --out benchmarks/results-floors-5.json\n"
         "python benchmarks/run_all.py --quick   # CI smoke run, < 2 min, writes nothing here\n"
         "```\n"
     )

@@ -11,27 +11,38 @@ pieces as the full one on every text the plan was built from.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from vocab_adapters.tokenizer_backend import keep_needed
 from vocabcore import VocabError, VocabPlan
 
-__all__ = ["close_under_merges", "closure_ids", "merge_table", "token_closure"]
+__all__ = [
+    "cached_merge_table",
+    "cached_parse_merges",
+    "close_under_merges",
+    "closure_ids",
+    "merge_table",
+    "parse_merges",
+    "token_closure",
+]
 
 MergeTable = dict[tuple[str, str], tuple[int, str]]
 
 
-def merge_table(
+def parse_merges(
     merges: Iterable[tuple[str, str] | Sequence[str] | str],
     continuing_subword_prefix: str | None = None,
-) -> MergeTable:
-    """``{(left, right): (rank, merged)}`` for BPE merges given as pairs or ``"a b"`` strings.
+) -> list[tuple[str, str, str]]:
+    """``[(left, right, merged), ...]`` for BPE merges given as pairs or ``"a b"`` strings.
 
-    >>> merge_table([("a", "b"), "ab c"])
-    {('a', 'b'): (0, 'ab'), ('ab', 'c'): (1, 'abc')}
+    The one parser of merges: a string must hold exactly one space, a pair two strings.
+
+    >>> parse_merges(["a b", ("ab", "##c")], "##")
+    [('a', 'b', 'ab'), ('ab', '##c', 'abc')]
     """
     prefix = continuing_subword_prefix or ""
-    table: MergeTable = {}
+    out: list[tuple[str, str, str]] = []
     for rank, merge in enumerate(merges):
         if isinstance(merge, str):
             parts = merge.split(" ")
@@ -45,9 +56,20 @@ def merge_table(
                 raise VocabError(f"BPE merge {rank} must be a pair (got {merge!r})")
             left, right = merge[0], merge[1]
         cut = len(prefix) if prefix and right.startswith(prefix) else 0
-        merged = left + right[cut:]
-        table.setdefault((left, right), (rank, merged))
-    return table
+        out.append((left, right, left + right[cut:]))
+    return out
+
+
+def merge_table(
+    merges: Iterable[tuple[str, str] | Sequence[str] | str],
+    continuing_subword_prefix: str | None = None,
+) -> MergeTable:
+    """``{(left, right): (rank, merged)}`` for BPE merges given as pairs or ``"a b"`` strings.
+
+    >>> merge_table([("a", "b"), "ab c"])
+    {('a', 'b'): (0, 'ab'), ('ab', 'c'): (1, 'abc')}
+    """
+    return _table_of(parse_merges(merges, continuing_subword_prefix))
 
 
 def _initial_symbols(token: str, prefix: str, suffix: str) -> list[str]:
@@ -91,16 +113,25 @@ def closure_ids(
     continuing_subword_prefix: str | None = None,
     end_of_word_suffix: str | None = None,
 ) -> set[int]:
-    """Ids of the vocabulary symbols BPE meets while building each of ``token_ids``."""
+    """Ids of the vocabulary symbols BPE meets while building each of ``token_ids``.
+
+    The result is exactly the set of symbols of the runs BPE makes on each token's own
+    characters. Without a subword prefix or word suffix it is computed by walking the merge
+    graph (see :func:`_walk_closure`), with the exact run only where the walk cannot tell
+    which merge BPE uses; with them, by running BPE on every token.
+    """
     prefix = continuing_subword_prefix or ""
     suffix = end_of_word_suffix or ""
     id_to_token = {i: t for t, i in vocab.items()}
-    seen: set[str] = set()
-    for i in token_ids:
-        token = id_to_token.get(i)
-        if token is None or token in seen:
-            continue
-        _run(_initial_symbols(token, prefix, suffix), table, seen)
+    roots = [t for i in dict.fromkeys(token_ids) if (t := id_to_token.get(i)) is not None]
+    seen: set[str] | None = None
+    if not prefix and not suffix:
+        seen = _walk_closure(roots, vocab, table)
+    if seen is None:
+        seen = set()
+        for token in roots:
+            if token not in seen:
+                _run(_initial_symbols(token, prefix, suffix), table, seen)
     return {vocab[s] for s in seen if s in vocab}
 
 
@@ -125,6 +156,140 @@ def token_closure(
     symbols = _initial_symbols(token, continuing_subword_prefix or "", end_of_word_suffix or "")
     _run(symbols, table, seen)
     return {vocab[s] for s in seen if s in vocab}
+
+
+# Data derived from a merge table or a merges list, cached by the object's id (the object
+# is held, so its id is not reused); a few entries, for the tokenizers in use.
+_DERIVED: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+
+def _cached(kind: str, owner: Any, make: Callable[[], Any]) -> Any:
+    key = (kind, id(owner))
+    found = _DERIVED.get(key)
+    if found is not None and found[0] is owner:
+        return found[1]
+    value = make()
+    if len(_DERIVED) >= 12:
+        _DERIVED.clear()
+    _DERIVED[key] = (owner, value)
+    return value
+
+
+def cached_parse_merges(
+    merges: list[Any], continuing_subword_prefix: str | None = None
+) -> list[tuple[str, str, str]]:
+    """:func:`parse_merges` of ``merges``, cached while the same list object is passed."""
+    return _cached(  # type: ignore[no-any-return]
+        f"parsed:{continuing_subword_prefix or ''}",
+        merges,
+        lambda: parse_merges(merges, continuing_subword_prefix),
+    )
+
+
+def cached_merge_table(
+    merges: list[Any], continuing_subword_prefix: str | None = None
+) -> MergeTable:
+    """:func:`merge_table` of ``merges``, cached while the same list object is passed."""
+    return _cached(  # type: ignore[no-any-return]
+        f"table:{continuing_subword_prefix or ''}",
+        merges,
+        lambda: _table_of(cached_parse_merges(merges, continuing_subword_prefix)),
+    )
+
+
+def _table_of(parsed: list[tuple[str, str, str]]) -> MergeTable:
+    table: MergeTable = {}
+    for rank, (left, right, merged) in enumerate(parsed):
+        table.setdefault((left, right), (rank, merged))
+    return table
+
+
+def _producers(table: MergeTable) -> dict[str, list[tuple[str, str]]]:
+    """``{merged: [(left, right), ...]}``: every merge that yields each token (cached)."""
+    return _cached("producers", table, lambda: _make_producers(table))  # type: ignore[no-any-return]
+
+
+def _make_producers(table: MergeTable) -> dict[str, list[tuple[str, str]]]:
+    out: dict[str, list[tuple[str, str]]] = {}
+    for pair, (_, merged) in table.items():
+        found = out.get(merged)
+        if found is None:
+            out[merged] = [pair]
+        else:
+            found.append(pair)
+    return out
+
+
+def _reachable(roots: list[str], vocab: Mapping[str, int], table: MergeTable) -> set[str] | None:
+    """The roots that BPE, run on their own characters, turns into themselves.
+
+    Asks a plain ``tokenizers`` BPE model (no dropout, no ``ignore_merges``, no unknown
+    token) built from ``vocab`` and the merges, encoding every root as one pre-split word in
+    one batch. ``None`` when such a model cannot be built.
+    """
+    if len(set(vocab.values())) != len(vocab):  # ids must name one token each
+        return None
+    made = _cached("runner", table, lambda: (vocab, _make_runner(vocab, table)))
+    if made[0] is not vocab:  # the same merges with another vocabulary object
+        made = (vocab, _make_runner(vocab, table))
+        _DERIVED[("runner", id(table))] = (table, made)
+    runner = made[1]
+    if runner is None:
+        return None
+    words = [[t] for t in roots]
+    encode = getattr(runner, "encode_batch_fast", None) or runner.encode_batch
+    encodings = encode(words, is_pretokenized=True, add_special_tokens=False)
+    return {t for t, e in zip(roots, encodings, strict=True) if e.ids == [vocab[t]]}
+
+
+def _make_runner(vocab: Mapping[str, int], table: MergeTable) -> Any:
+    try:
+        from tokenizers import Tokenizer, models
+
+        merges = [pair for pair, _ in sorted(table.items(), key=lambda item: item[1][0])]
+        return Tokenizer(models.BPE(dict(vocab), merges))
+    except Exception:  # merges naming tokens outside the vocabulary
+        return None
+
+
+def _walk_closure(roots: list[str], vocab: Mapping[str, int], table: MergeTable) -> set[str] | None:
+    """The exact closure (no prefix, no suffix) by walking the merge graph.
+
+    If BPE turns a token ``T``'s characters into ``T`` itself (``T`` is *reachable*), its
+    last merge ``a b -> T`` splits the characters in two, and because BPE never merges
+    across that split, the merges before it are exactly BPE's runs on ``a``'s and on ``b``'s
+    own characters, which end in ``a`` and ``b``. So the run's symbols are ``{T}`` and those
+    of ``a`` and ``b``, which are reachable too. Where only one merge yields ``T``, that is
+    the last merge; where several do, BPE's ranks choose, and the token is run exactly, as is
+    every root that is not reachable. Equal to running BPE on every root (tested).
+    """
+    reachable = _reachable([t for t in roots if len(t) > 1], vocab, table)
+    if reachable is None:
+        return None
+    producers = _producers(table)
+    seen: set[str] = set()
+    for root in roots:
+        if root in seen:
+            continue
+        if len(root) > 1 and root not in reachable:
+            _run(list(root), table, seen)
+            continue
+        stack = [root]
+        while stack:
+            token = stack.pop()
+            if token in seen:
+                # met before: its own run's symbols are in ``seen`` already
+                continue
+            if len(token) == 1:
+                seen.add(token)
+                continue
+            made_by = producers.get(token)
+            if made_by is not None and len(made_by) == 1:
+                seen.add(token)
+                stack.extend(made_by[0])
+            else:
+                _run(list(token), table, seen)
+    return seen
 
 
 def close_under_merges(

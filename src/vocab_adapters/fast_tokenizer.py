@@ -31,11 +31,16 @@ import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from vocab_adapters.bpe_closure import closure_ids, merge_table
+from vocab_adapters.bpe_closure import (
+    cached_merge_table,
+    cached_parse_merges,
+    closure_ids,
+    merge_table,
+    parse_merges,
+)
 from vocab_adapters.reversible import RECORD, Applied
 from vocab_adapters.tokenizer_backend import (
     backend_of,
-    check_size,
     dump_json,
     keep_needed,
     parsed,
@@ -174,7 +179,13 @@ def required_ids(document: Mapping[str, Any], kept: Any = None) -> set[int]:
     kind = model["type"]
     if kind == "BPE":
         vocab = _vocab_items(model)
-        table = merge_table(model.get("merges") or (), model.get("continuing_subword_prefix"))
+        merges = model.get("merges")
+        prefix = model.get("continuing_subword_prefix")
+        table = (
+            cached_merge_table(merges, prefix)
+            if isinstance(merges, list)
+            else merge_table(merges or (), prefix)
+        )
         return closure_ids(
             kept or (),
             vocab,
@@ -272,19 +283,18 @@ def reduce_tokenizer_json(
         if unk is not None and unk in vocab and unk not in new_vocab:
             _new_id(plan, document, vocab[unk], f"the {kind} model (unk_token)")
         if kind == "BPE":
-            prefix = model.get("continuing_subword_prefix") or ""
             merges = model.get("merges") or []
-            kept_merges = []
-            for merge in merges:
-                left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
-                merged = (
-                    left + right[len(prefix) :]
-                    if prefix and right.startswith(prefix)
-                    else left + right
-                )
-                if left in new_vocab and right in new_vocab and merged in new_vocab:
-                    kept_merges.append(list(merge) if not isinstance(merge, str) else merge)
-            new_model["merges"] = kept_merges
+            prefix = model.get("continuing_subword_prefix")
+            pairs = (
+                cached_parse_merges(merges, prefix)
+                if isinstance(merges, list)
+                else parse_merges(merges, prefix)
+            )
+            new_model["merges"] = [
+                list(merge) if not isinstance(merge, str) else merge
+                for merge, (left, right, merged) in zip(merges, pairs, strict=True)
+                if left in new_vocab and right in new_vocab and merged in new_vocab
+            ]
 
     if check_closed:
         needed = required_ids(document, plan.kept)
@@ -352,6 +362,11 @@ def close_plan(plan: VocabPlan, tokenizer: Any) -> VocabPlan:
     if not isinstance(plan, VocabPlan):
         raise VocabError(f"'plan' must be a VocabPlan (got {type(plan).__name__})")
     _, document = tokenizer_document(tokenizer)
+    return close_plan_with_document(plan, document)
+
+
+def close_plan_with_document(plan: VocabPlan, document: Mapping[str, Any]) -> VocabPlan:
+    """:func:`close_plan` on a parsed ``tokenizer.json`` (``plan`` itself if closed)."""
     fallback = fallback_ids(document)
     needed = fallback | required_ids(document, fallback.union(plan.kept))
     closed: VocabPlan = keep_needed(plan, needed)
@@ -480,8 +495,13 @@ def prepare(plan: VocabPlan, tokenizer: Any) -> PreparedFastTokenizer:
             "vocab_adapters.slow_tokenizer for it, or load the fast one (use_fast=True)"
         )
     RECORD.check_free(tokenizer, "tokenizer")
-    size = check_size(plan, tokenizer)
     entry = parsed(backend)
+    size = entry.size(backend)  # len(tokenizer), without building the token map again
+    if plan.vocab_size != size:
+        raise PlanMismatchError(
+            f"the plan's vocab_size is {plan.vocab_size} but the tokenizer has {size} tokens "
+            "(len(tokenizer)); build the plan from this tokenizer"
+        )
     if plan.fingerprint is not None:
         actual = entry.fingerprint(backend, size)
         if actual != plan.fingerprint:

@@ -9,7 +9,7 @@ tokenizers) and counted with ``numpy.bincount``; nothing is kept per text.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from contextlib import contextmanager
 from itertools import chain, islice
 from typing import Any
@@ -18,13 +18,12 @@ import numpy as np
 
 from vocab_adapters.text_files import dataset_string_columns, guess_text_columns
 from vocab_adapters.tokenizer_adapter import close_plan
-from vocab_adapters.tokenizer_backend import backend_of, fingerprint, tokenizer_size
+from vocab_adapters.tokenizer_backend import backend_of, fingerprint, parsed, tokenizer_size
 from vocabcore import PlanMismatchError, TokenCounts, VocabError, VocabPlan
 
 __all__ = ["count_tokens", "count_tokens_parallel", "plan_from_counts", "plan_from_texts"]
 
 _Batch = list[Any]
-_Encoder = Callable[[_Batch, str], list[list[int]]]
 
 
 def _is_dataset(texts: Any) -> bool:
@@ -88,19 +87,71 @@ def _kind_of(item: Any) -> str:
     )
 
 
+# transformers' fast tokenizer classes whose encoding overrides only check arguments (4.x:
+# byte-level BPE families refuse pre-split words without add_prefix_space=True); their ids
+# are the backend's.
+_CHECKING_ONLY = frozenset(
+    f"transformers.models.{name}.tokenization_{name}_fast"
+    for name in (
+        "bart",
+        "blenderbot",
+        "bloom",
+        "codegen",
+        "cohere",
+        "deberta",
+        "gpt2",
+        "led",
+        "longformer",
+        "mvp",
+        "roberta",
+        "whisper",
+    )
+)
+_ENCODING_METHODS = ("__call__", "_call_one", "_encode_plus", "_batch_encode_plus", "encode_plus")
+
+
 def _uses_plain_backend(tokenizer: Any, backend: Any) -> bool:
-    """Whether ``tokenizer(batch)`` is exactly ``backend.encode_batch`` (no overrides)."""
+    """Whether ``tokenizer(batch)`` gives the backend's ids (no override that changes them)."""
     try:
         from transformers import PreTrainedTokenizerFast
     except ImportError:  # pragma: no cover - transformers is a dependency
         return False
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
         return False
-    names = ("__call__", "_call_one", "_encode_plus", "_batch_encode_plus", "encode_plus")
-    for name in names:
-        if getattr(type(tokenizer), name, None) is not getattr(PreTrainedTokenizerFast, name, None):
-            return False
-    return not getattr(tokenizer, "split_special_tokens", False)
+    for name in _ENCODING_METHODS:
+        base = getattr(PreTrainedTokenizerFast, name, None)
+        for cls in type(tokenizer).__mro__:
+            if cls is PreTrainedTokenizerFast:
+                break
+            overridden = name in vars(cls) and vars(cls)[name] is not base
+            if overridden and cls.__module__ not in _CHECKING_ONLY:
+                return False
+    return True
+
+
+@contextmanager
+def _backend_settings(tokenizer: Any, backend: Any) -> Iterator[None]:
+    """The backend set to encode as the wrapper's ``__call__`` would, restored afterwards.
+
+    No padding and no truncation (count the texts' own tokens), and special tokens split or
+    not as the wrapper's ``split_special_tokens`` says.
+    """
+    padding, truncation = backend.padding, backend.truncation
+    split = backend.encode_special_tokens
+    try:
+        if padding is not None:
+            backend.no_padding()
+        if truncation is not None:
+            backend.no_truncation()
+        if backend is not tokenizer:
+            backend.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
+        yield
+    finally:
+        if padding is not None:
+            backend.enable_padding(**{k: v for k, v in padding.items() if k != "strategy"})
+        if truncation is not None:
+            backend.enable_truncation(**truncation)
+        backend.encode_special_tokens = split
 
 
 @contextmanager
@@ -123,42 +174,84 @@ def _settings_kept(backend: Any) -> Iterator[None]:
             backend.enable_truncation(**truncation)
 
 
-def _encoder_for(tokenizer: Any) -> _Encoder:
-    backend = backend_of(tokenizer)
-    if backend is not None and (backend is tokenizer or _uses_plain_backend(tokenizer, backend)):
-        fast = getattr(backend, "encode_batch_fast", None) or backend.encode_batch
+class _Encoder:
+    """Encode batches to one flat id array; a context manager around the whole count.
 
-        def encode_backend(batch: _Batch, kind: str) -> list[list[int]]:
-            if kind == "word_pair":
-                batch = [(list(a), list(b)) for a, b in batch]
-            with _settings_kept(backend):
-                # count the texts' own tokens: no pads, nothing cut off
-                backend.no_padding()
-                backend.no_truncation()
-                encodings = fast(
-                    batch,
-                    add_special_tokens=True,
-                    is_pretokenized=kind in ("words", "word_pair"),
-                )
-            return [e.ids for e in encodings]
+    Fast tokenizers go to the backend's ``encode_batch_fast`` (``encode_batch`` before
+    tokenizers 0.20) with the wrapper's settings: special tokens added, pre-split words as
+    ``is_pretokenized``, pairs as tuples, ``split_special_tokens``. Slow tokenizers, and fast
+    ones whose class overrides how text is encoded, go through ``tokenizer(...)``.
+    """
 
-        return encode_backend
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        backend = backend_of(tokenizer)
+        self.backend = (
+            backend
+            if backend is not None
+            and (backend is tokenizer or _uses_plain_backend(tokenizer, backend))
+            else None
+        )
+        self._settings: Any = None
 
-    def encode_hf(batch: _Batch, kind: str) -> list[list[int]]:
+    def __enter__(self) -> _Encoder:
+        if self.backend is not None:
+            self._settings = _backend_settings(self.tokenizer, self.backend)
+            self._settings.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._settings is not None:
+            settings, self._settings = self._settings, None
+            settings.__exit__(*exc)
+
+    def __call__(self, batch: _Batch, kind: str) -> np.ndarray[Any, np.dtype[np.int64]]:
+        if self.backend is None:
+            return _flat(self._encode_hf(batch, kind))
+        if self._settings is None:
+            with self:
+                return self(batch, kind)
+        words = kind in ("words", "word_pair")
+        if (
+            words
+            and getattr(self.tokenizer, "add_prefix_space", True) is False
+            and any(c.__module__ in _CHECKING_ONLY for c in type(self.tokenizer).__mro__)
+        ):
+            raise VocabError(
+                f"{type(self.tokenizer).__name__} encodes pre-split words only when made "
+                "with add_prefix_space=True; load it with from_pretrained(..., "
+                "add_prefix_space=True) or pass whole texts"
+            )
+        if kind == "word_pair":
+            batch = [(list(a), list(b)) for a, b in batch]
+        backend = self.backend
+        encode = getattr(backend, "encode_batch_fast", None) or backend.encode_batch
+        encodings = encode(
+            batch, add_special_tokens=True, is_pretokenized=kind in ("words", "word_pair")
+        )
+        return _flat([e.ids for e in encodings])
+
+    def _encode_hf(self, batch: _Batch, kind: str) -> list[list[int]]:
         options: dict[str, Any] = {"add_special_tokens": True, "truncation": False}
         if kind in ("words", "word_pair"):
             options["is_split_into_words"] = True
-        with _settings_kept(backend):
+        with _settings_kept(backend_of(self.tokenizer)):
             if kind in ("pair", "word_pair"):
                 first = [a for a, _ in batch]
                 second = [b for _, b in batch]
-                out = tokenizer(first, second, **options)
+                out = self.tokenizer(first, second, **options)
             else:
-                out = tokenizer(batch, **options)
+                out = self.tokenizer(batch, **options)
         ids: list[list[int]] = out["input_ids"]
         return ids
 
-    return encode_hf
+
+def _flat(id_lists: list[list[int]]) -> np.ndarray[Any, np.dtype[np.int64]]:
+    return np.fromiter(chain.from_iterable(id_lists), dtype=np.int64)
+
+
+def _encoder_for(tokenizer: Any) -> _Encoder:
+    return _Encoder(tokenizer)
 
 
 def _progress(total: int | None, progress: bool | None, batch_size: int) -> Any:
@@ -184,8 +277,10 @@ def _count_array(
     columns: str | Sequence[str] | None,
     progress: bool | None,
     num_proc: int | None,
+    size: int | None = None,
 ) -> tuple[np.ndarray[Any, np.dtype[np.int64]], int]:
-    size = tokenizer_size(tokenizer)
+    if size is None:
+        size = tokenizer_size(tokenizer)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise VocabError(f"'batch_size' must be an int >= 1 (got {batch_size!r})")
     if isinstance(texts, (str, bytes)):
@@ -193,7 +288,7 @@ def _count_array(
     if num_proc is not None and num_proc > 1:
         if _is_dataset(texts) and hasattr(texts, "map") and hasattr(texts, "__len__"):
             return _count_dataset_parallel(tokenizer, texts, batch_size, columns, num_proc, size)
-        return _count_in_pool(tokenizer, texts, num_proc, batch_size, columns, progress)
+        return _count_in_pool(tokenizer, texts, num_proc, batch_size, columns, progress, size)
     if _is_dataset(texts):
         cols = _dataset_columns(texts, columns)
         batches: Iterator[_Batch] = _dataset_batches(texts, cols, batch_size)
@@ -202,35 +297,62 @@ def _count_array(
             raise VocabError("'columns' only applies to a datasets.Dataset input")
         batches = _batches(texts, batch_size)
     total = len(texts) if hasattr(texts, "__len__") else None
-    encode = _encoder_for(tokenizer)
     counts = np.zeros(size, dtype=np.int64)
+    pending: list[np.ndarray[Any, np.dtype[np.int64]]] = []
+    n_pending = 0
     n_texts = 0
     bar = _progress(total, progress, batch_size)
+
+    def flush() -> None:
+        nonlocal n_pending
+        flat = pending[0] if len(pending) == 1 else np.concatenate(pending)
+        pending.clear()
+        n_pending = 0
+        if flat.size:
+            low, high = int(flat.min()), int(flat.max())
+            if low < 0 or high >= size:
+                raise VocabError(
+                    f"the tokenizer produced id {high if high >= size else low} beyond its "
+                    f"size {size}; its vocabulary is inconsistent"
+                )
+            counts[: high + 1] += np.bincount(flat, minlength=high + 1)
+
     try:
-        for batch in batches:
-            kind = _kind_of(batch[0])
-            for item in batch:
-                if _kind_of(item) != kind:
-                    raise VocabError(
-                        f"texts mix kinds ({kind} and {_kind_of(item)}); pass one kind: str, "
-                        "(str, str) pairs, or pre-split word lists"
-                    )
-            id_lists = encode(batch, kind)
-            flat = np.fromiter(chain.from_iterable(id_lists), dtype=np.int64)
-            if flat.size:
-                if flat.min() < 0 or flat.max() >= size:
-                    raise VocabError(
-                        f"the tokenizer produced id {int(flat.max())} beyond its size {size}; "
-                        "its vocabulary is inconsistent"
-                    )
-                counts += np.bincount(flat, minlength=size)
-            n_texts += len(batch)
-            if bar is not None:
-                bar.update(len(batch))
+        with _encoder_for(tokenizer) as encode:
+            for batch in batches:
+                kind = _batch_kind(batch)
+                flat = encode(batch, kind)
+                pending.append(flat)
+                n_pending += flat.size
+                if n_pending >= _FLUSH_IDS:  # one bincount per few million ids
+                    flush()
+                n_texts += len(batch)
+                if bar is not None:
+                    bar.update(len(batch))
+        if pending:
+            flush()
     finally:
         if bar is not None:
             bar.close()
     return counts, n_texts
+
+
+_FLUSH_IDS = 1 << 22
+
+
+def _batch_kind(batch: _Batch) -> str:
+    """The one kind of every item of ``batch`` (``VocabError`` if they mix kinds)."""
+    first = batch[0]
+    if type(first) is str and all(type(item) is str for item in batch):
+        return "text"
+    kind = _kind_of(first)
+    for item in batch:
+        if _kind_of(item) != kind:
+            raise VocabError(
+                f"texts mix kinds ({kind} and {_kind_of(item)}); pass one kind: str, "
+                "(str, str) pairs, or pre-split word lists"
+            )
+    return kind
 
 
 def _count_dataset_parallel(
@@ -249,7 +371,7 @@ def _count_dataset_parallel(
             batch: _Batch = list(rows[cols[0]])
         else:
             batch = list(zip(rows[cols[0]], rows[cols[1]], strict=True))
-        flat = np.fromiter(chain.from_iterable(encode(batch, _kind_of(batch[0]))), np.int64)
+        flat = encode(batch, _batch_kind(batch))
         ids, freq = np.unique(flat, return_counts=True)
         return {"ids": [ids.tolist()], "freq": [freq.tolist()], "n": [len(batch)]}
 
@@ -319,14 +441,7 @@ def _init_worker(tokenizer: Any, size: int) -> None:
 
 
 def _count_batch_in_worker(batch: _Batch) -> tuple[list[int], list[int], int]:
-    kind = _kind_of(batch[0])
-    for item in batch:
-        if _kind_of(item) != kind:
-            raise VocabError(
-                f"texts mix kinds ({kind} and {_kind_of(item)}); pass one kind: str, "
-                "(str, str) pairs, or pre-split word lists"
-            )
-    flat = np.fromiter(chain.from_iterable(_WORKER["encode"](batch, kind)), dtype=np.int64)
+    flat = _WORKER["encode"](batch, _batch_kind(batch))
     if flat.size and (flat.min() < 0 or flat.max() >= _WORKER["size"]):
         raise VocabError(
             f"the tokenizer produced id {int(flat.max())} beyond its size {_WORKER['size']}; "
@@ -389,8 +504,10 @@ def _count_in_pool(
     batch_size: int,
     columns: str | Sequence[str] | None,
     progress: bool | None,
+    size: int | None = None,
 ) -> tuple[np.ndarray[Any, np.dtype[np.int64]], int]:
-    size = tokenizer_size(tokenizer)
+    if size is None:
+        size = tokenizer_size(tokenizer)
     if _is_dataset(texts):
         batches: Iterator[_Batch] = _dataset_batches(
             texts, _dataset_columns(texts, columns), batch_size
@@ -419,8 +536,11 @@ def _count_in_pool(
     # Send the Rust backend where it encodes exactly like the wrapper: workers then start
     # without importing transformers.
     backend = backend_of(tokenizer)
-    plain = backend is not None and (
-        backend is tokenizer or _uses_plain_backend(tokenizer, backend)
+    plain = (
+        backend is not None
+        and (backend is tokenizer or _uses_plain_backend(tokenizer, backend))
+        and not getattr(tokenizer, "split_special_tokens", False)
+        and not any(c.__module__ in _CHECKING_ONLY for c in type(tokenizer).__mro__)
     )
     shipped = backend if plain else tokenizer
     context = multiprocessing.get_context("spawn")
@@ -520,7 +640,7 @@ def plan_from_texts(
 
     _check_min_count(min_count)
     _check_max_size(max_size)
-    size = tokenizer_size(tokenizer)
+    entry, size = _entry_and_size(tokenizer)
     keep_ids = _resolve_keep(tokenizer, keep, size)
     if model is not None:
         keep_ids |= chat.config_token_ids(model, size)
@@ -531,14 +651,14 @@ def plan_from_texts(
         counts, n_texts = chat.count_conversations(
             tokenizer, conversations, size, chat_template_kwargs, batch_size
         )
-        return _plan_from_array(tokenizer, counts, min_count, keep_ids, n_texts)
+        return _plan_from_array(tokenizer, counts, min_count, keep_ids, n_texts, entry, size)
     if chat_template_kwargs is not None:
         raise VocabError(
             "'chat_template_kwargs' applies to conversations (lists of {'role', 'content'} "
             "dicts); these texts are not conversations"
         )
-    counts, n_texts = _count_array(tokenizer, texts, batch_size, columns, progress, num_proc)
-    return _plan_from_array(tokenizer, counts, min_count, keep_ids, n_texts, max_size)
+    counts, n_texts = _count_array(tokenizer, texts, batch_size, columns, progress, num_proc, size)
+    return _plan_from_array(tokenizer, counts, min_count, keep_ids, n_texts, entry, size, max_size)
 
 
 def plan_from_counts(
@@ -571,8 +691,9 @@ def plan_from_counts(
     _check_max_size(max_size)
     if not isinstance(counts, TokenCounts):
         raise VocabError(f"'counts' must be TokenCounts (got {type(counts).__name__})")
-    size = tokenizer_size(tokenizer)
-    expected = fingerprint(tokenizer)
+    entry, size = _entry_and_size(tokenizer)
+    backend = backend_of(tokenizer)
+    expected = entry.fingerprint(backend, size) if entry is not None else fingerprint(tokenizer)
     if counts.vocab_size != size or counts.fingerprint != expected:
         raise PlanMismatchError(
             f"these counts were made with another tokenizer (vocab_size {counts.vocab_size}, "
@@ -581,7 +702,7 @@ def plan_from_counts(
         )
     keep_ids = _resolve_keep(tokenizer, keep, size)
     array = np.asarray(counts.counts, dtype=np.int64)
-    return _plan_from_array(tokenizer, array, min_count, keep_ids, None, max_size)
+    return _plan_from_array(tokenizer, array, min_count, keep_ids, None, entry, size, max_size)
 
 
 def _check_min_count(min_count: Any) -> None:
@@ -596,31 +717,58 @@ def _check_max_size(max_size: Any) -> None:
         raise VocabError(f"'max_size' must be None or an int >= 1 (got {max_size!r})")
 
 
+def _entry_and_size(tokenizer: Any) -> tuple[Any, int]:
+    """The parsed backend JSON (``None`` for a slow tokenizer) and ``len(tokenizer)``.
+
+    One ``to_str()`` serves the size, the fingerprint and the closure of a plan build.
+    """
+    backend = backend_of(tokenizer)
+    if backend is None:
+        return None, tokenizer_size(tokenizer)
+    entry = parsed(backend)
+    return entry, entry.size(backend)
+
+
 def _plan_from_array(
     tokenizer: Any,
     counts: np.ndarray[Any, np.dtype[np.int64]],
     min_count: int,
     keep_ids: set[int],
     n_texts: int | None,
+    entry: Any,
+    size: int,
     max_size: int | None = None,
 ) -> VocabPlan:
     from vocab_adapters.budget import unk_ids
 
-    size = tokenizer_size(tokenizer)
     keep_ids = keep_ids | _special_ids(tokenizer, size) | unk_ids(tokenizer)
+    document = None
+    if entry is not None:
+        from vocab_adapters.fast_tokenizer import close_plan_with_document
+
+        document = entry.document
+        stamp = entry.fingerprint(backend_of(tokenizer), size)
+
+        def close(p: VocabPlan) -> VocabPlan:
+            return close_plan_with_document(p, document)
+
+    else:
+        stamp = fingerprint(tokenizer)
+
+        def close(p: VocabPlan) -> VocabPlan:
+            return close_plan(p, tokenizer)
+
     metadata: dict[str, Any] = {"tokenizer": _name_of(tokenizer), "min_count": min_count}
     if n_texts is not None:
         metadata["num_texts"] = n_texts
     metadata["num_tokens"] = int(counts.sum())
     chosen = np.flatnonzero(counts >= min_count).tolist()
-    plan = VocabPlan(size, sorted(keep_ids.union(chosen)), fingerprint(tokenizer), metadata)
-    closed = close_plan(plan, tokenizer)
+    plan = VocabPlan(size, sorted(keep_ids.union(chosen)), stamp, metadata)
+    closed = close(plan)
     if max_size is None or closed.new_size <= max_size:
         return closed
     from vocab_adapters.budget import fit_budget
 
-    base = close_plan(VocabPlan(size, sorted(keep_ids), plan.fingerprint), tokenizer)
+    base = close(VocabPlan(size, sorted(keep_ids), plan.fingerprint))
     base = base.with_metadata(**metadata, max_size=max_size)
-    return fit_budget(
-        tokenizer, base, counts, min_count, max_size, lambda p: close_plan(p, tokenizer)
-    )
+    return fit_budget(tokenizer, base, counts, min_count, max_size, close)

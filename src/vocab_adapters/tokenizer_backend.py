@@ -111,7 +111,7 @@ def tokenizer_size(tokenizer: Any) -> int:
 class _Parsed:
     """One parsed ``tokenizer.json`` and what is derived from it, computed on demand."""
 
-    __slots__ = ("_fingerprint", "_tokens", "document", "extras", "text")
+    __slots__ = ("_fingerprint", "_size", "_tokens", "document", "extras", "text")
 
     def __init__(self, text: str, document: dict[str, Any]) -> None:
         self.text = text
@@ -119,6 +119,28 @@ class _Parsed:
         self.extras: dict[Any, Any] = {}  # other derived data, cached by its users
         self._tokens: list[str | None] | None = None
         self._fingerprint: str | None = None
+        self._size: int | None = None
+
+    def size(self, backend: Any) -> int:
+        """``backend.get_vocab_size(with_added_tokens=True)`` (``len(tokenizer)``), read once.
+
+        That call builds the whole token map in tokenizers (tens of ms on 250k tokens); the
+        same number is the count of distinct strings of the model's vocabulary and the
+        added tokens, read here from the parsed document and kept with it.
+        """
+        if self._size is None:
+            model = self.document["model"]
+            vocab = model.get("vocab")
+            if isinstance(vocab, dict):
+                strings: set[str] = set(vocab)
+            elif isinstance(vocab, list) and model.get("type") == "Unigram":
+                strings = {piece[0] for piece in vocab}
+            else:  # a model we cannot read: ask the backend
+                self._size = int(backend.get_vocab_size(with_added_tokens=True))
+                return self._size
+            strings.update(a["content"] for a in self.document.get("added_tokens") or ())
+            self._size = len(strings)
+        return self._size
 
     def tokens(self, backend: Any, size: int) -> list[str | None]:
         """The token of every id below ``size`` (shared: do not mutate)."""

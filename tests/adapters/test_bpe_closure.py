@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
@@ -77,7 +78,7 @@ def _word(token: str, model: dict[str, Any]) -> str:
     prefix = model["continuing_subword_prefix"] or ""
     suffix = model["end_of_word_suffix"] or ""
     if prefix and token.startswith(prefix):
-        token = token[len(prefix):]
+        token = token[len(prefix) :]
     if suffix and token.endswith(suffix):
         token = token[: -len(suffix)]
     return token
@@ -96,3 +97,66 @@ def test_without_closure_encoding_differs(bytelevel_bpe_tokenizer: Tokenizer) ->
     closed = close_plan(plan, vocab, merges)
     reduced = Tokenizer.from_str(dump_json(reduce_tokenizer_json(closed, doc)))
     assert [t.value for t in reduced.model.tokenize(longest)] == [longest]
+
+
+def _exact_closure(ids: list[int], vocab: dict[str, int], merges: list[Any]) -> set[int]:
+    """The reference: run BPE on every token's own characters, collect every symbol met."""
+    from vocab_adapters.bpe_closure import _initial_symbols, _run
+
+    table = merge_table(merges)
+    inverse = {i: t for t, i in vocab.items()}
+    seen: set[str] = set()
+    for i in ids:
+        _run(_initial_symbols(inverse[i], "", ""), table, seen)
+    return {vocab[s] for s in seen if s in vocab}
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_graph_walk_equals_exact_closure(
+    data: Any,
+    bytelevel_bpe_tokenizer: Tokenizer,
+    gpt2_bpe_tokenizer: Tokenizer,
+    byte_fallback_bpe_tokenizer: Tokenizer,
+) -> None:
+    from vocab_adapters.bpe_closure import closure_ids
+
+    tok = data.draw(
+        st.sampled_from([bytelevel_bpe_tokenizer, gpt2_bpe_tokenizer, byte_fallback_bpe_tokenizer])
+    )
+    vocab, merges, _ = bpe_parts(tok)
+    ids = data.draw(st.lists(st.sampled_from(sorted(vocab.values())), max_size=300))
+    assert closure_ids(ids, vocab, merge_table(merges)) == _exact_closure(ids, vocab, merges)
+
+
+def test_graph_walk_whole_vocabulary(bytelevel_bpe_tokenizer: Tokenizer) -> None:
+    from vocab_adapters.bpe_closure import closure_ids
+
+    vocab, merges, _ = bpe_parts(bytelevel_bpe_tokenizer)
+    ids = sorted(vocab.values())
+    assert closure_ids(ids, vocab, merge_table(merges)) == _exact_closure(ids, vocab, merges)
+
+
+@pytest.mark.parametrize(
+    "merges, kept, expected",
+    [
+        # two merges yield "abc"; BPE's ranks pick (a, bc): "ab" is not on the way
+        ([("b", "c"), ("a", "b"), ("a", "bc"), ("ab", "c")], ["abc"], {"a", "b", "c", "bc", "abc"}),
+        ([("a", "b"), ("b", "c"), ("ab", "c"), ("a", "bc")], ["abc"], {"a", "b", "c", "ab", "abc"}),
+        # "abc" is made by (ab, c) only, but BPE merges (b, c) first and never reaches it:
+        # the run's symbols, not the merge graph's
+        ([("b", "c"), ("a", "b"), ("ab", "c")], ["abc"], {"a", "b", "c", "bc"}),
+        # a token no merge makes (a special token inside the model's vocabulary)
+        ([("a", "b")], ["<s>"], {"<", "s", ">"}),
+    ],
+)
+def test_graph_walk_where_the_graph_is_ambiguous(
+    merges: list[tuple[str, str]], kept: list[str], expected: set[str]
+) -> None:
+    from vocab_adapters.bpe_closure import closure_ids
+
+    names = ["a", "b", "c", "ab", "bc", "abc", "<", "s", ">", "<s>"]
+    vocab = {t: i for i, t in enumerate(names)}
+    ids = [vocab[t] for t in kept]
+    got = closure_ids(ids, vocab, merge_table(merges))
+    assert got == _exact_closure(ids, vocab, merges) == {vocab[t] for t in expected}

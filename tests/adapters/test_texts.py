@@ -134,11 +134,85 @@ def test_slow_tokenizer_counts_like_fast(minilm_tokenizer: Any, corpus_texts: li
     import transformers
 
     slow_cls = getattr(transformers, "BertTokenizer", None)
-    if slow_cls is None or getattr(slow_cls, "is_fast", False) is True or int(
-        transformers.__version__.split(".")[0]
-    ) >= 5:
+    if (
+        slow_cls is None
+        or getattr(slow_cls, "is_fast", False) is True
+        or int(transformers.__version__.split(".")[0]) >= 5
+    ):
         pytest.skip("no slow BERT tokenizer in this transformers")
     slow = slow_cls.from_pretrained(minilm_tokenizer.name_or_path)
     texts = corpus_texts[:15]
     assert count_tokens(slow, texts).counts == count_tokens(minilm_tokenizer, texts).counts
     assert plan_from_texts(slow, texts) == plan_from_texts(minilm_tokenizer, texts)
+
+
+def _roberta(tok: Tokenizer, add_prefix_space: bool) -> Any:
+    """transformers' own RoBERTa fast tokenizer class around a copy of ``tok``."""
+    import transformers
+
+    from fixtures.fast_tokenizers import copy_tokenizer
+
+    cls = getattr(transformers, "RobertaTokenizerFast", None) or transformers.RobertaTokenizer
+    return cls(
+        tokenizer_object=copy_tokenizer(tok),
+        add_prefix_space=add_prefix_space,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+    )
+
+
+def test_model_class_counts_like_its_call(
+    bytelevel_bpe_tokenizer: Tokenizer, corpus_texts: list[str]
+) -> None:
+    # RoBERTa's class overrides its encoding methods (4.x) only to check arguments: the
+    # backend counts, with the same ids as the wrapper's __call__
+    tok = _roberta(bytelevel_bpe_tokenizer, add_prefix_space=True)
+    texts = corpus_texts[:30]
+    words = [t.split() for t in texts]
+    for batch, options in ((texts, {}), (words, {"is_split_into_words": True})):
+        expected = Counter(chain.from_iterable(tok(batch, **options)["input_ids"]))
+        got = count_tokens(tok, batch, batch_size=8)
+        assert {i: c for i, c in enumerate(got.counts) if c} == dict(expected)
+
+
+def test_words_without_prefix_space_refused_where_the_class_refuses(
+    bytelevel_bpe_tokenizer: Tokenizer, corpus_texts: list[str]
+) -> None:
+    tok = _roberta(bytelevel_bpe_tokenizer, add_prefix_space=False)
+    words = [t.split() for t in corpus_texts[:3]]
+    try:
+        tok(words, is_split_into_words=True)
+    except (ValueError, AssertionError):  # transformers 4.x refuses pre-split words here
+        with pytest.raises(VocabError, match="add_prefix_space=True"):
+            count_tokens(tok, words)
+    else:  # transformers 5 encodes them: so does counting
+        expected = Counter(chain.from_iterable(tok(words, is_split_into_words=True)["input_ids"]))
+        got = count_tokens(tok, words)
+        assert {i: c for i, c in enumerate(got.counts) if c} == dict(expected)
+
+
+def test_split_special_tokens_honoured(hf_wordpiece_tokenizer: Any) -> None:
+    from fixtures.fast_tokenizers import copy_tokenizer, wrap_hf
+
+    tok = wrap_hf("wordpiece", copy_tokenizer(hf_wordpiece_tokenizer.backend_tokenizer))
+    texts = ["hello [SEP] world", "[CLS] the [MASK]"]
+    before = tok.backend_tokenizer.encode_special_tokens
+    for split in (False, True):
+        tok.split_special_tokens = split
+        expected = Counter(chain.from_iterable(tok(texts)["input_ids"]))
+        tok.backend_tokenizer.encode_special_tokens = before
+        got = count_tokens(tok, texts)
+        assert {i: c for i, c in enumerate(got.counts) if c} == dict(expected), split
+        assert tok.backend_tokenizer.encode_special_tokens == before
+
+
+def test_padding_and_truncation_left_as_they_were(hf_unigram_tokenizer: Any) -> None:
+    backend = hf_unigram_tokenizer.backend_tokenizer
+    padding, truncation = backend.padding, backend.truncation
+    count_tokens(hf_unigram_tokenizer, ["a b c", "d e"])
+    assert backend.padding == padding and backend.truncation == truncation

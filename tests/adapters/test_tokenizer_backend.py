@@ -59,3 +59,16 @@ def test_slow_equals_fast(minilm_tokenizer: Any) -> None:
 @given(st.lists(st.none() | st.text()))
 def test_dump_json_matches_stdlib(tokens: list[str | None]) -> None:
     assert dump_json(tokens) == json.dumps(tokens, ensure_ascii=False, separators=(",", ":"))
+
+
+def test_size_read_from_the_document(
+    trained_tokenizers: dict[str, Tokenizer], minilm_tokenizer: Any
+) -> None:
+    from vocab_adapters.tokenizer_backend import parsed
+
+    tokenizers = [*trained_tokenizers.values(), minilm_tokenizer.backend_tokenizer]
+    for tok in tokenizers:
+        copy = copy_tokenizer(tok)
+        copy.add_tokens(["zz-new", "the"])  # one new string, one the model already has
+        for t in (tok, copy):
+            assert parsed(t).size(t) == t.get_vocab_size(with_added_tokens=True)

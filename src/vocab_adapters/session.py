@@ -137,6 +137,7 @@ def apply_plan(
     tokenizer: Any = None,
     optimizer: Any = None,
     offload: str | None = None,
+    softmax: str = "reduced",
 ) -> AppliedPlan:
     """Reduce the vocabulary of a model, its tokenizer and optimizer, in place.
 
@@ -151,6 +152,10 @@ def apply_plan(
             one created after apply can be registered with :meth:`AppliedPlan.track` or passed
             to :func:`revert_plan`.
         offload: ``"cpu"`` to hold the full-size embedding rows on the CPU while reduced.
+        softmax: ``"reduced"`` (default: the loss normalises over the kept ids), ``"full"``
+            (the loss normalises over every row; dropped rows frozen) or ``"shifted"``
+            (``"full"`` plus one trainable shift of the dropped rows); see
+            :mod:`vocab_adapters.softmax`.
 
     Returns:
         The handle that :func:`revert_plan` takes.
@@ -161,6 +166,9 @@ def apply_plan(
             is already wrapped for distributed training (DDP, FSDP, DeepSpeed: apply first,
             then wrap; see :mod:`vocab_adapters.distributed`).
     """
+    from vocab_adapters.softmax import check_mode
+
+    check_mode(softmax)
     _check_targets(plan, model, tokenizer, optimizer)
     if model is not None:
         from vocab_adapters.distributed import check_peft_apply, check_unwrapped
@@ -180,6 +188,12 @@ def apply_plan(
         prepared.append(("embeddings", prepared_embeddings))
         if getattr(model, "config", None) is not None:
             prepared.append(("config", config_adapter.prepare(plan, model)))
+        if softmax != "reduced":
+            from vocab_adapters import softmax as softmax_adapter
+
+            prepared.append(
+                ("softmax", softmax_adapter.prepare(plan, model, swaps, softmax, offload=offload))
+            )
     if optimizer is not None:
         from vocab_adapters import optimizer as optimizer_adapter
 
@@ -265,6 +279,7 @@ def reduced_vocab(
     min_count: int = 1,
     keep: Iterable[int | str] = (),
     offload: str | None = None,
+    softmax: str = "reduced",
 ) -> Iterator[VocabPlan]:
     """Train with a reduced vocabulary inside a ``with`` block; restore it on the way out.
 
@@ -286,7 +301,12 @@ def reduced_vocab(
         assert texts is not None
         plan = plan_from_texts(tokenizer, texts, min_count=min_count, keep=keep)
     applied = apply_plan(
-        plan, model=model, tokenizer=tokenizer, optimizer=optimizer, offload=offload
+        plan,
+        model=model,
+        tokenizer=tokenizer,
+        optimizer=optimizer,
+        offload=offload,
+        softmax=softmax,
     )
     try:
         yield plan

@@ -19,7 +19,10 @@ __all__ = [
 ]
 
 #: The stages of a plan, in the order apply commits them; revert installs them in reverse.
-STAGES = ("tokenizer", "embeddings", "config", "optimizer")
+#: ``softmax`` (``apply_plan(..., softmax="full"|"shifted")``) comes before ``embeddings`` so
+#: that on revert it installs after the full parameters are back (``"shifted"`` writes into
+#: their dropped rows).
+STAGES = ("tokenizer", "softmax", "embeddings", "config", "optimizer")
 
 
 def _holder(obj: object) -> AppliedPlan | None:
@@ -104,30 +107,40 @@ def _check_targets(plan: Any, model: Any, tokenizer: Any, optimizer: Any) -> Non
 
 
 def _prepare_stages(
-    plan: VocabPlan, model: Any, tokenizer: Any, optimizer: Any, offload: str | None
+    plan: VocabPlan,
+    model: Any,
+    tokenizer: Any,
+    optimizer: Any,
+    offload: str | None,
+    softmax: str,
 ) -> tuple[list[tuple[str, Prepared]], tuple[Any, ...]]:
     """Every stage validated and computed out of place, in :data:`STAGES` order."""
-    prepared: list[tuple[str, Prepared]] = []
+    prepared: dict[str, Prepared] = {}
     swaps: tuple[Any, ...] = ()
     if tokenizer is not None:
         from vocab_adapters.tokenizer_adapter import adapter_for
 
-        prepared.append(("tokenizer", adapter_for(tokenizer).prepare(plan, tokenizer)))
+        prepared["tokenizer"] = adapter_for(tokenizer).prepare(plan, tokenizer)
     if model is not None:
         from vocab_adapters import config as config_adapter
         from vocab_adapters import embeddings
 
         prepared_embeddings = embeddings.prepare(plan, model, offload=offload)
         swaps = tuple(prepared_embeddings.swaps)
-        prepared.append(("embeddings", prepared_embeddings))
+        prepared["embeddings"] = prepared_embeddings
         if getattr(model, "config", None) is not None:
-            prepared.append(("config", config_adapter.prepare(plan, model)))
+            prepared["config"] = config_adapter.prepare(plan, model)
+        if softmax != "reduced":  # needs the embeddings' swaps
+            from vocab_adapters import softmax as softmax_adapter
+
+            prepared["softmax"] = softmax_adapter.prepare(
+                plan, model, swaps, softmax, offload=offload
+            )
     if optimizer is not None:
         from vocab_adapters import optimizer as optimizer_adapter
 
-        prepared.append(("optimizer", optimizer_adapter.prepare(optimizer, swaps)))
-    assert [name for name, _ in prepared] == [n for n in STAGES if n in dict(prepared)]
-    return prepared, swaps
+        prepared["optimizer"] = optimizer_adapter.prepare(optimizer, swaps)
+    return [(name, prepared[name]) for name in STAGES if name in prepared], swaps
 
 
 def apply_plan(
@@ -137,6 +150,7 @@ def apply_plan(
     tokenizer: Any = None,
     optimizer: Any = None,
     offload: str | None = None,
+    softmax: str = "reduced",
 ) -> AppliedPlan:
     """Reduce the vocabulary of a model, its tokenizer and optimizer, in place.
 
@@ -151,6 +165,10 @@ def apply_plan(
             one created after apply can be registered with :meth:`AppliedPlan.track` or passed
             to :func:`revert_plan`.
         offload: ``"cpu"`` to hold the full-size embedding rows on the CPU while reduced.
+        softmax: ``"reduced"`` (default: the loss normalises over the kept ids), ``"full"``
+            (the loss normalises over every row; dropped rows frozen) or ``"shifted"``
+            (``"full"`` plus one trainable shift of the dropped rows); see
+            :mod:`vocab_adapters.softmax`.
 
     Returns:
         The handle that :func:`revert_plan` takes.
@@ -161,13 +179,16 @@ def apply_plan(
             is already wrapped for distributed training (DDP, FSDP, DeepSpeed: apply first,
             then wrap; see :mod:`vocab_adapters.distributed`).
     """
+    from vocab_adapters.softmax import check_mode
+
+    check_mode(softmax)
     _check_targets(plan, model, tokenizer, optimizer)
     if model is not None:
         from vocab_adapters.wrappers import check_peft_apply, check_unwrapped
 
         check_unwrapped(model, "apply")
         check_peft_apply(model)
-    prepared, swaps = _prepare_stages(plan, model, tokenizer, optimizer, offload)
+    prepared, swaps = _prepare_stages(plan, model, tokenizer, optimizer, offload, softmax)
     applied = commit_all(
         [stage for _, stage in prepared],
         lambda stage: stage.commit(),
@@ -266,6 +287,7 @@ def reduced_vocab(
     min_count: int = 1,
     keep: Iterable[int | str] = (),
     offload: str | None = None,
+    softmax: str = "reduced",
 ) -> Iterator[VocabPlan]:
     """Train with a reduced vocabulary inside a ``with`` block; restore it on the way out.
 
@@ -287,7 +309,12 @@ def reduced_vocab(
         assert texts is not None
         plan = plan_from_texts(tokenizer, texts, min_count=min_count, keep=keep)
     applied = apply_plan(
-        plan, model=model, tokenizer=tokenizer, optimizer=optimizer, offload=offload
+        plan,
+        model=model,
+        tokenizer=tokenizer,
+        optimizer=optimizer,
+        offload=offload,
+        softmax=softmax,
     )
     try:
         yield plan

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         revert_plan,
         track_optimizer,
     )
+    from vocab_adapters.suggest import suggest_tokens
     from vocab_adapters.texts import (
         count_tokens,
         count_tokens_parallel,
@@ -41,6 +42,7 @@ __all__ = [
     "plan_from_texts",
     "reduced_vocab",
     "revert_plan",
+    "suggest_tokens",
     "track_optimizer",
 ]
 
@@ -56,6 +58,7 @@ _HOMES = {
     "count_tokens_parallel": "texts",
     "plan_from_counts": "texts",
     "export_reduced": "export",
+    "suggest_tokens": "suggest",
 }
 
 

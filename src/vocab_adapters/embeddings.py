@@ -48,13 +48,14 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
 import torch
 from torch import nn
 
+from vocab_adapters.added_rows import check_pieces, mean_rows
 from vocab_adapters.reversible import Done
 from vocabcore import PlanMismatchError, VocabError, VocabPlan
 
@@ -127,9 +128,7 @@ class _Group:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        shape = list(self.full.shape)
-        shape[self.dim] = len(self.index)
-        return tuple(shape)
+        return tuple(self.reduced.shape)  # kept rows, then the plan's added rows
 
     @property
     def is_param(self) -> bool:
@@ -358,7 +357,8 @@ class AppliedEmbeddings:
         with torch.no_grad():
             for group, full, current in targets:
                 index = group.index.to(current.device)
-                full.index_copy_(group.dim, index, current.detach())
+                kept = current.detach().narrow(group.dim, 0, index.numel())  # added rows follow
+                full.index_copy_(group.dim, index, kept)
         self._install_full([(group, full) for group, full, _ in targets])
         self._done.mark("reverted")
 
@@ -383,7 +383,13 @@ class AppliedEmbeddings:
             setattr(change.module, change.name, change.old)
 
 
-def prepare(plan: VocabPlan, model: nn.Module, *, offload: str | None = None) -> PreparedEmbeddings:
+def prepare(
+    plan: VocabPlan,
+    model: nn.Module,
+    *,
+    offload: str | None = None,
+    added_pieces: Sequence[Sequence[int]] | None = None,
+) -> PreparedEmbeddings:
     """Validate ``model`` against ``plan`` and compute its reduced tensors; change nothing.
 
     Args:
@@ -392,6 +398,8 @@ def prepare(plan: VocabPlan, model: nn.Module, *, offload: str | None = None) ->
             ``get_output_embeddings()``), e.g. any Hugging Face ``PreTrainedModel``.
         offload: ``"cpu"`` to hold the full-size tensors on the CPU while reduced (they go
             back to the model's device on revert); ``None`` keeps them where they are.
+        added_pieces: For a plan that adds tokens, the old ids of each added token's pieces
+            (:func:`vocab_adapters.added_tokens.token_pieces`); its rows start as their mean.
 
     Raises:
         PlanMismatchError: The embedding has fewer rows than ``plan.vocab_size``.
@@ -417,6 +425,7 @@ def prepare(plan: VocabPlan, model: nn.Module, *, offload: str | None = None) ->
         )
     if plan.new_size == 0:
         raise VocabError("the plan keeps no ids; keep at least the special tokens")
+    pieces = check_pieces(plan, added_pieces)
     get_output = getattr(model, "get_output_embeddings", None)
     output = get_output() if callable(get_output) else None
     output_weight = getattr(output, "weight", None)
@@ -460,6 +469,8 @@ def prepare(plan: VocabPlan, model: nn.Module, *, offload: str | None = None) ->
         index = indices[device]
         with torch.no_grad():
             reduced: torch.Tensor = tensor.detach().index_select(dim, index)
+            if pieces:  # the plan's added tokens: the mean of their pieces' rows
+                reduced = torch.cat([reduced, mean_rows(tensor, dim, pieces)], dim)
         if slots[0].is_param:
             parameter = nn.Parameter(reduced, requires_grad=tensor.requires_grad)
             parameter.__dict__.update(tensor.__dict__)  # e.g. transformers' _is_hf_initialized

@@ -45,6 +45,7 @@ from typing import Any
 import attrs
 import torch
 
+from vocab_adapters.added_rows import zero_rows
 from vocab_adapters.embeddings import ParamSwap
 from vocab_adapters.reversible import Done
 from vocabcore import VocabError
@@ -233,7 +234,11 @@ def prepare(
                 for key, value in state.items():
                     if isinstance(value, torch.Tensor) and value.shape == swap.full.shape:
                         index = indices.on(value.device)
-                        new_state[key] = value.index_select(swap.dim, index)
+                        new_state[key] = zero_rows(  # the plan's added rows start at zero
+                            value.index_select(swap.dim, index),
+                            swap.dim,
+                            swap.reduced.shape[swap.dim] - index.numel(),
+                        )
                         off = offload == "cpu" and value.device.type != "cpu"
                         kept[key] = value.to("cpu") if off else value
                     else:  # scalars: Adam's step is updated in place, so each side owns one
@@ -368,7 +373,9 @@ def _scatter(state: State, base: State, swap: ParamSwap) -> State:
                     target = held.to(device=value.device, dtype=value.dtype)
                 else:
                     target = value.new_zeros(swap.full.shape)
-                full[key] = target.index_copy_(swap.dim, indices.on(value.device), value)
+                index = indices.on(value.device)
+                kept = value.narrow(swap.dim, 0, index.numel())  # added rows follow the kept
+                full[key] = target.index_copy_(swap.dim, index, kept)
             else:
                 full[key] = value
     return full

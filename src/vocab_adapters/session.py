@@ -175,7 +175,14 @@ def apply_plan(
         from vocab_adapters import config as config_adapter
         from vocab_adapters import embeddings
 
-        prepared_embeddings = embeddings.prepare(plan, model, offload=offload)
+        added_pieces = None
+        if plan.added and tokenizer is not None:  # rows of added tokens: mean of their pieces
+            from vocab_adapters.added_tokens import token_pieces
+
+            added_pieces = token_pieces(tokenizer, plan.added)
+        prepared_embeddings = embeddings.prepare(
+            plan, model, offload=offload, added_pieces=added_pieces
+        )
         swaps = tuple(prepared_embeddings.swaps)
         prepared.append(("embeddings", prepared_embeddings))
         if getattr(model, "config", None) is not None:
@@ -191,7 +198,7 @@ def apply_plan(
     return applied
 
 
-def revert_plan(applied: AppliedPlan, *, optimizer: Any = None) -> None:
+def revert_plan(applied: AppliedPlan, *, optimizer: Any = None, keep_added: bool = False) -> None:
     """Restore the full vocabulary, writing trained rows and optimizer state back.
 
     Args:
@@ -199,6 +206,9 @@ def revert_plan(applied: AppliedPlan, *, optimizer: Any = None) -> None:
         optimizer: An optimizer created while the model was reduced (same as
             ``applied.track(optimizer)`` before reverting); its reduced parameters are swapped
             for the full ones, with full-size state.
+        keep_added: For a plan that adds tokens: keep them, at ids ``len(tokenizer)`` upward,
+            with their trained rows; tokenizer, embeddings, config and optimizer state grow to
+            match (see :mod:`vocab_adapters.added_revert`). Otherwise the revert is exact.
 
     Raises:
         VocabError: The plan was already reverted, or a target was changed by something else
@@ -232,6 +242,11 @@ def revert_plan(applied: AppliedPlan, *, optimizer: Any = None) -> None:
     applied._late_optimizers = late
     for _, stage in applied._stages:
         stage.check_revert()
+    grow = None
+    if keep_added and applied.plan.added:  # computed before anything changes
+        from vocab_adapters.added_revert import prepare_keep_added
+
+        grow = prepare_keep_added(applied, [applied.optimizer, *late])
     # The embeddings go first: their revert is the one that computes (row copies, device moves)
     # and it assigns nothing until that succeeded, so a failure there leaves every target
     # reduced and the plan active. The other stages only assign.
@@ -240,6 +255,8 @@ def revert_plan(applied: AppliedPlan, *, optimizer: Any = None) -> None:
         stage.revert()
     for restore in restores:
         restore.commit()
+    if grow is not None:
+        grow.commit()
     applied.active = False
     for target in applied._targets():
         if _ACTIVE.get(id(target)) is not None:

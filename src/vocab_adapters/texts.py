@@ -506,6 +506,7 @@ def plan_from_texts(
     columns: str | Sequence[str] | None = None,
     progress: bool | None = None,
     num_proc: int | None = None,
+    add_tokens: Sequence[str] | int | None = None,
 ) -> VocabPlan:
     """The plan keeping the tokens ``texts`` use, plus what exact encoding needs.
 
@@ -517,6 +518,12 @@ def plan_from_texts(
     (tokenizer, ``min_count``, number of texts and tokens). Arguments as in
     :func:`count_tokens`.
 
+    ``add_tokens`` adds tokens after the kept ids (:meth:`VocabPlan.adding`): a list of
+    tokens in the tokenizer's own token form, or an int ``n`` for
+    ``suggest_tokens(tokenizer, texts, n, min_count)``. Kept ids are counted with the original
+    tokenizer all the same. A token the tokenizer already has as one id, an empty string or a
+    duplicate raises ``VocabError``.
+
     >>> from tokenizers import Tokenizer, models, pre_tokenizers
     >>> tok = Tokenizer(models.WordLevel({"<unk>": 0, "a": 1, "b": 2, "c": 3}, "<unk>"))
     >>> tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -526,8 +533,31 @@ def plan_from_texts(
     _check_min_count(min_count)
     size = tokenizer_size(tokenizer)
     keep_ids = _resolve_keep(tokenizer, keep, size)
+    if isinstance(add_tokens, int) and not isinstance(add_tokens, bool):
+        from vocab_adapters.suggest import suggest_tokens
+
+        if not isinstance(texts, (list, tuple)):
+            texts = list(texts)  # read twice: suggestions, then counts
+        add_tokens = suggest_tokens(tokenizer, texts, add_tokens, min_count)
+    elif add_tokens is not None:
+        from vocab_adapters.added_tokens import check_new_tokens
+
+        if isinstance(add_tokens, (str, bytes)) or not isinstance(add_tokens, Iterable):
+            raise VocabError(
+                f"'add_tokens' must be a list of token strings or an int (got {add_tokens!r})"
+            )
+        add_tokens = list(add_tokens)
+        check_new_tokens(_full_vocab(tokenizer), add_tokens)
     counts, n_texts = _count_array(tokenizer, texts, batch_size, columns, progress, num_proc)
-    return _plan_from_array(tokenizer, counts, min_count, keep_ids, n_texts)
+    plan = _plan_from_array(tokenizer, counts, min_count, keep_ids, n_texts)
+    return plan.adding(add_tokens) if add_tokens else plan
+
+
+def _full_vocab(tokenizer: Any) -> dict[str, int]:
+    """Token → id of every token, added tokens included (HF tokenizers, tokenizers.Tokenizer)."""
+    if backend_of(tokenizer) is tokenizer:  # a bare tokenizers.Tokenizer
+        return dict(tokenizer.get_vocab(with_added_tokens=True))
+    return dict(tokenizer.get_vocab())
 
 
 def plan_from_counts(

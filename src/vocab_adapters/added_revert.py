@@ -56,16 +56,13 @@ class KeepAdded:
                 grown = _grow(full.data, dim, added, self.positions)
                 rows_by_id[id(full)] = grown.shape[dim]
                 full.data = grown
-            for optimizer, param, rows, dim in self._optimizer_rows:
+            for optimizer, param, added_state, dim in self._optimizer_rows:
                 state = optimizer.state.get(param)
                 if not state:
                     continue
-                old_shape = None
                 for key, value in list(state.items()):
-                    if key in rows and isinstance(value, torch.Tensor):
-                        old_shape = value.shape
-                        state[key] = _grow(value, dim, rows[key], self.positions)
-                del old_shape
+                    if key in added_state and isinstance(value, torch.Tensor):
+                        state[key] = _grow(value, dim, added_state[key], self.positions)
         rows = max(rows_by_id.values(), default=self.plan.vocab_size + len(self.plan.added))
         for change in self._changes:  # num_embeddings / out_features
             if change.name in ("num_embeddings", "out_features"):

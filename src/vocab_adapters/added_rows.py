@@ -33,13 +33,12 @@ def check_pieces(plan: VocabPlan, pieces: Sequence[Sequence[int]] | None) -> lis
     out = [list(p) for p in pieces]
     if len(out) != len(plan.added):
         raise VocabError(
-            f"'added_pieces' must hold one list per added token ({len(plan.added)}), got "
-            f"{len(out)}"
+            f"'added_pieces' must hold one list per added token ({len(plan.added)}), got {len(out)}"
         )
     for token, ids in zip(plan.added, out, strict=True):
         if not ids:
             raise VocabError(f"added token {token!r} has no pieces to initialise its rows from")
-        bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, int)]
+        bad: list[object] = [i for i in ids if isinstance(i, bool) or not isinstance(i, int)]
         bad += [i for i in ids if isinstance(i, int) and not 0 <= i < plan.vocab_size]
         if bad:
             raise VocabError(

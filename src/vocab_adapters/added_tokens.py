@@ -58,7 +58,7 @@ def _model_only(model: Mapping[str, Any]) -> Any:
     """A ``tokenizers.Tokenizer`` holding only ``model`` (no normalizer, pre-tokenizer, ...)."""
     from tokenizers import Tokenizer
 
-    document = {
+    document: dict[str, Any] = {
         "version": "1.0",
         "truncation": None,
         "padding": None,
@@ -117,10 +117,10 @@ def check_new_tokens(vocab: Mapping[str, int], tokens: Sequence[str]) -> None:
     ``vocab`` is the tokenizer's full token → id map, added tokens included.
 
     >>> check_new_tokens({"a": 0}, ["b", "c"])
-    >>> check_new_tokens({"a": 0}, ["a"])
+    >>> check_new_tokens({"a": 0}, ["a"])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    vocabcore.errors.VocabError: cannot add 'a': the tokenizer already has it as one token (id 0); ...
+    vocabcore.errors.VocabError: cannot add 'a': the tokenizer already has it as one token ...
     """
     seen: set[str] = set()
     for token in tokens:

@@ -125,10 +125,13 @@ class _Group:
     index: torch.Tensor
     reduced: torch.Tensor
     offloaded: torch.Tensor | None  # CPU copy of ``full`` to hold while reduced, if offloading
+    added: int = 0  # rows of the plan's added tokens, after the kept rows
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.reduced.shape)  # kept rows, then the plan's added rows
+        shape = list(self.full.shape)
+        shape[self.dim] = len(self.index) + self.added
+        return tuple(shape)
 
     @property
     def is_param(self) -> bool:
@@ -478,7 +481,7 @@ def prepare(
         offloaded = None
         if offload == "cpu" and device.type != "cpu":
             offloaded = tensor.detach().to("cpu")
-        groups.append(_Group(tensor, tuple(slots), dim, index, reduced, offloaded))
+        groups.append(_Group(tensor, tuple(slots), dim, index, reduced, offloaded, len(pieces)))
 
     _check_position_padding(model, embedding, plan)
     if skipped:

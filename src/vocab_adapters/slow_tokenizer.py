@@ -287,7 +287,7 @@ def slow_token_pieces(tokenizer: Any, tokens: Any) -> list[list[int]]:
         encoder = tokenizer.encoder
         unk = encoder.get(str(getattr(tokenizer, "unk_token", None)))
         pieces = [tokenizer.bpe(t).split(" ") for t in tokens]
-        return [[encoder[p] if p in encoder else unk for p in ps] for ps in pieces]
+        return [[encoder.get(p, unk) for p in ps] for ps in pieces]
     raise VocabError(
         f"adding tokens to a slow {family} tokenizer is not supported; load the fast tokenizer "
         "(use_fast=True) to add tokens"

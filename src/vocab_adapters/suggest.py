@@ -2,7 +2,7 @@
 
 A pre-token (a word, as the tokenizer's normalizer and pre-tokenizer cut the text) that the
 model splits into ``p`` pieces costs ``p - 1`` tokens more than it would as one token; over a
-corpus it costs ``count × (p - 1)``. The suggestions are the costliest pre-tokens, in the
+corpus it costs ``count * (p - 1)``. The suggestions are the costliest pre-tokens, in the
 tokenizer's own token form (``get_vocab()`` style: ``"Ġword"`` after a space in byte-level BPE,
 ``"▁word"`` with Metaspace, ``"word"`` in WordPiece, ``"word</w>"`` with an end-of-word
 suffix), ready for ``plan.adding(...)`` / ``plan_from_texts(..., add_tokens=...)``.
@@ -52,7 +52,7 @@ def _join(pieces: Sequence[str], prefix: str) -> str:
 
 
 def _fast_words(tokenizer: Any, texts: Iterable[Any]) -> tuple[Counter[tuple[str, ...]], Any]:
-    backend = backend_of(tokenizer)
+    backend: Any = backend_of(tokenizer)
     _, document = tokenizer_document(tokenizer)
     model = document["model"]
     words: Counter[tuple[str, ...]] = Counter()
@@ -115,7 +115,7 @@ def suggest_tokens(
 ) -> list[str]:
     """The ``n`` pre-tokens of ``texts`` that cost the most extra tokens, in token form.
 
-    Cost is ``count × (pieces − 1)``; ties go to the string that sorts first. Pre-tokens seen
+    Cost is ``count * (pieces - 1)``; ties go to the string that sorts first. Pre-tokens seen
     fewer than ``min_count`` times, and those that already are one token, are left out.
 
     Args:
@@ -162,9 +162,7 @@ def suggest_tokens(
     for pieces, count in words.items():
         if len(pieces) >= 2:
             counts[_join(pieces, prefix)] += count
-    ranked = sorted(
-        (t for t in costs if counts[t] >= min_count), key=lambda t: (-costs[t], t)
-    )
+    ranked = sorted((t for t in costs if counts[t] >= min_count), key=lambda t: (-costs[t], t))
     return ranked[:n]
 
 

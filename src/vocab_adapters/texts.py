@@ -555,8 +555,9 @@ def plan_from_texts(
 
 def _full_vocab(tokenizer: Any) -> dict[str, int]:
     """Token → id of every token, added tokens included (HF tokenizers, tokenizers.Tokenizer)."""
-    if backend_of(tokenizer) is tokenizer:  # a bare tokenizers.Tokenizer
-        return dict(tokenizer.get_vocab(with_added_tokens=True))
+    backend: Any = backend_of(tokenizer)
+    if backend is tokenizer:  # a bare tokenizers.Tokenizer
+        return dict(backend.get_vocab(with_added_tokens=True))
     return dict(tokenizer.get_vocab())
 
 

@@ -61,10 +61,10 @@ class CountsFields(NamedTuple):
 
 
 def bitmap_of(ids: Sequence[int], size: int) -> bytes:
-    """Pack sorted ids below ``size`` into a bitmap, bit ``i % 8`` of byte ``i // 8``.
+    r"""Pack sorted ids below ``size`` into a bitmap, bit ``i % 8`` of byte ``i // 8``.
 
     >>> bitmap_of([0, 3, 9], 10)
-    b'\\t\\x02'
+    b'\t\x02'
     """
     bits = bytearray((size + 7) // 8)
     for i in ids:
@@ -73,9 +73,9 @@ def bitmap_of(ids: Sequence[int], size: int) -> bytes:
 
 
 def ids_of_bitmap(bits: bytes) -> list[int]:
-    """Unpack a bitmap written by :func:`bitmap_of` into sorted ids.
+    r"""Unpack a bitmap written by :func:`bitmap_of` into sorted ids.
 
-    >>> ids_of_bitmap(b'\\t\\x02')
+    >>> ids_of_bitmap(b'\t\x02')
     [0, 3, 9]
     """
     out: list[int] = []

@@ -16,6 +16,7 @@ from vocabcore.validate import check_ids, check_int
 
 __all__ = ["TokenCounts"]
 
+
 def _counts_tuple(value: Iterable[int]) -> tuple[int, ...]:
     return tuple(value)
 

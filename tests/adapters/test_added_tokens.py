@@ -15,11 +15,12 @@ from fixtures.tiny_bert import tiny_bert
 from vocab_adapters import (
     apply_plan,
     export_reduced,
+    fast_tokenizer,
     plan_from_texts,
     revert_plan,
+    slow_tokenizer,
     suggest_tokens,
 )
-from vocab_adapters import fast_tokenizer, slow_tokenizer
 from vocab_adapters.added_tokens import token_pieces
 from vocabcore import VocabError, VocabPlan
 
@@ -27,7 +28,8 @@ TEXTS = slice(0, 400)
 
 
 def _join(model: dict[str, Any], pieces: Sequence[str]) -> str:
-    prefix = model.get("continuing_subword_prefix") or ("##" if model["type"] == "WordPiece" else "")
+    default = "##" if model["type"] == "WordPiece" else ""
+    prefix = model.get("continuing_subword_prefix") or default
     out = pieces[0]
     for piece in pieces[1:]:
         out += piece[len(prefix) :] if prefix and piece.startswith(prefix) else piece
@@ -144,10 +146,11 @@ def test_bpe_refuses_tokens_merges_cannot_reach(suffix_bpe_tokenizer: Any) -> No
     before = suffix_bpe_tokenizer.to_str()
     with pytest.raises(VocabError, match="pieces"):
         fast_tokenizer.apply(plan, suffix_bpe_tokenizer)
+    bare = VocabPlan.identity(plan.vocab_size)
     with pytest.raises(VocabError, match="continuing-subword prefix"):
-        fast_tokenizer.apply(plan.identity(plan.vocab_size).adding(["##zzqq"]), suffix_bpe_tokenizer)
+        fast_tokenizer.apply(bare.adding(["##zzqq"]), suffix_bpe_tokenizer)
     with pytest.raises(VocabError, match="end-of-word suffix"):
-        fast_tokenizer.apply(plan.identity(plan.vocab_size).adding(["abc"]), suffix_bpe_tokenizer)
+        fast_tokenizer.apply(bare.adding(["abc"]), suffix_bpe_tokenizer)
     assert suffix_bpe_tokenizer.to_str() == before
 
 
@@ -307,9 +310,9 @@ def test_keep_added_grows_and_round_trips(
     tok2 = AutoTokenizer.from_pretrained(tmp_path)
     assert len(tok2) == size + n_added
     batch = tok2(texts[3] + " " + plan.added[0], return_tensors="pt")
-    assert batch["input_ids"][0].tolist() == hf_wordpiece(texts[3] + " " + plan.added[0])[
-        "input_ids"
-    ]
+    assert (
+        batch["input_ids"][0].tolist() == hf_wordpiece(texts[3] + " " + plan.added[0])["input_ids"]
+    )
     model.eval()
     with torch.no_grad():
         assert torch.allclose(model(**batch).logits, model2(**batch).logits, atol=1e-5)

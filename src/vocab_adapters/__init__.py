@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         revert_plan,
         track_optimizer,
     )
+    from vocab_adapters.suggest import suggest_tokens
     from vocab_adapters.texts import (
         count_tokens,
         count_tokens_parallel,
@@ -46,6 +47,7 @@ __all__ = [
     "plan_from_texts",
     "reduced_vocab",
     "revert_plan",
+    "suggest_tokens",
     "track_optimizer",
 ]
 
@@ -64,6 +66,7 @@ _HOMES = {
     "memory_estimate": "memory",
     "coverage": "coverage_report",
     "CoverageReport": "coverage_report",
+    "suggest_tokens": "suggest",
 }
 
 

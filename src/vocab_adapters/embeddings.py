@@ -52,13 +52,14 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
 import torch
 from torch import nn
 
+from vocab_adapters.added_rows import check_pieces, mean_rows
 from vocab_adapters.reversible import RECORD, Applied
 from vocabcore import PlanMismatchError, VocabError, VocabPlan
 
@@ -128,11 +129,12 @@ class _Group:
     index: torch.Tensor
     reduced: torch.Tensor
     offloaded: torch.Tensor | None  # CPU copy of ``full`` to hold while reduced, if offloading
+    added: int = 0  # rows of the plan's added tokens, after the kept rows
 
     @property
     def shape(self) -> tuple[int, ...]:
         shape = list(self.full.shape)
-        shape[self.dim] = len(self.index)
+        shape[self.dim] = len(self.index) + self.added
         return tuple(shape)
 
     @property
@@ -397,6 +399,7 @@ class AppliedEmbeddings(Applied):
         self._groups = groups
         self._changes = changes
         self._devices = {id(g.full): g.full.device for g in groups if g.offloaded is not None}
+        self._pending: list[tuple[_Group, torch.Tensor]] = []
 
     def _check_revert(self) -> None:
         """Raise ``VocabError`` if a reduced tensor was replaced or resized since apply."""
@@ -434,8 +437,10 @@ class AppliedEmbeddings(Applied):
         with torch.no_grad():
             for group, full, current in targets:
                 index = group.index.to(current.device)
-                full.index_copy_(group.dim, index, current.detach())
+                kept = current.detach().narrow(group.dim, 0, index.numel())  # added rows follow
+                full.index_copy_(group.dim, index, kept)
         held = [(group, group.full.data, current) for group, _, current in targets]
+        self._pending = [(group, full) for group, full, _ in targets]  # for keep_added
         return (
             lambda: self._install_full([(group, full) for group, full, _ in targets]),
             lambda: self._install_reduced(held),
@@ -468,7 +473,13 @@ class AppliedEmbeddings(Applied):
             setattr(change.module, change.name, change.new)
 
 
-def prepare(plan: VocabPlan, model: nn.Module, *, offload: str | None = None) -> PreparedEmbeddings:
+def prepare(
+    plan: VocabPlan,
+    model: nn.Module,
+    *,
+    offload: str | None = None,
+    added_pieces: Sequence[Sequence[int]] | None = None,
+) -> PreparedEmbeddings:
     """Validate ``model`` against ``plan`` and compute its reduced tensors; change nothing.
 
     Args:
@@ -477,6 +488,8 @@ def prepare(plan: VocabPlan, model: nn.Module, *, offload: str | None = None) ->
             ``get_output_embeddings()``), e.g. any Hugging Face ``PreTrainedModel``.
         offload: ``"cpu"`` to hold the full-size tensors on the CPU while reduced (they go
             back to the model's device on revert); ``None`` keeps them where they are.
+        added_pieces: For a plan that adds tokens, the old ids of each added token's pieces
+            (:func:`vocab_adapters.added_tokens.token_pieces`); its rows start as their mean.
 
     Raises:
         PlanMismatchError: The embedding has fewer rows than ``plan.vocab_size``.
@@ -488,6 +501,7 @@ def prepare(plan: VocabPlan, model: nn.Module, *, offload: str | None = None) ->
     RECORD.check_free(model, "model")
     if plan.new_size == 0:
         raise VocabError("the plan keeps no ids; keep at least the special tokens")
+    pieces = check_pieces(plan, added_pieces)
     heads = _find_heads(plan, model)
     per_layer, changes = _per_layer_tensors(model, plan, heads)
     found, skipped = _vocabulary_tensors(model, heads, {id(f.tensor) for f in per_layer})
@@ -502,7 +516,7 @@ def prepare(plan: VocabPlan, model: nn.Module, *, offload: str | None = None) ->
             VocabSizedTensorWarning,
             stacklevel=2,
         )
-    groups = _slice(plan, [*per_layer, *found], offload)
+    groups = _slice(plan, [*per_layer, *found], offload, pieces)
     swaps = tuple(
         ParamSwap(g.full, g.reduced, g.index, g.dim)  # type: ignore[arg-type]
         for g in groups
@@ -610,7 +624,9 @@ def _validate(
     return changes
 
 
-def _slice(plan: VocabPlan, found: list[_Found], offload: str | None) -> tuple[_Group, ...]:
+def _slice(
+    plan: VocabPlan, found: list[_Found], offload: str | None, pieces: Any = ()
+) -> tuple[_Group, ...]:
     """The reduced tensors, with ``index_select`` on each tensor's own device."""
     indices: dict[tuple[torch.device, tuple[int, ...] | None], torch.Tensor] = {}
     groups: list[_Group] = []
@@ -623,6 +639,8 @@ def _slice(plan: VocabPlan, found: list[_Found], offload: str | None) -> tuple[_
         index = indices[device, item.kept]
         with torch.no_grad():
             reduced: torch.Tensor = tensor.detach().index_select(item.dim, index)
+            if pieces and item.kept is None:  # the plan's added tokens: mean of their pieces
+                reduced = torch.cat([reduced, mean_rows(tensor, item.dim, pieces)], item.dim)
         if item.slots[0].is_param:
             parameter = nn.Parameter(reduced, requires_grad=tensor.requires_grad)
             parameter.__dict__.update(tensor.__dict__)  # e.g. transformers' _is_hf_initialized
@@ -630,7 +648,8 @@ def _slice(plan: VocabPlan, found: list[_Found], offload: str | None) -> tuple[_
         offloaded = None
         if offload == "cpu" and device.type != "cpu":
             offloaded = tensor.detach().to("cpu")
-        groups.append(_Group(tensor, item.slots, item.dim, index, reduced, offloaded))
+        added = len(pieces) if item.kept is None else 0
+        groups.append(_Group(tensor, item.slots, item.dim, index, reduced, offloaded, added))
     return tuple(groups)
 
 

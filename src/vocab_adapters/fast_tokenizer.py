@@ -337,6 +337,12 @@ def reduce_tokenizer_json(
             out[key] = padding
         else:
             out[key] = copy.deepcopy(value)
+    if plan.added:  # tokens the plan adds: reachable per model type (see added_tokens)
+        from vocab_adapters.added_tokens import add_to_tokenizer_json
+
+        known = {str(a.get("content")): a.get("id") for a in document.get("added_tokens") or ()}
+        known.update(_vocab_items(model))
+        out = add_to_tokenizer_json(out, plan.added, len(plan.kept), known=known)
     return out
 
 

@@ -45,6 +45,7 @@ from typing import Any
 import attrs
 import torch
 
+from vocab_adapters.added_rows import zero_rows
 from vocab_adapters.embeddings import ParamSwap
 from vocab_adapters.reversible import RECORD, Applied
 from vocabcore import VocabError
@@ -234,7 +235,11 @@ def prepare(
                 for key, value in state.items():
                     if isinstance(value, torch.Tensor) and value.shape == swap.full.shape:
                         index = indices.on(value.device)
-                        new_state[key] = value.index_select(swap.dim, index)
+                        new_state[key] = zero_rows(  # the plan's added rows start at zero
+                            value.index_select(swap.dim, index),
+                            swap.dim,
+                            swap.reduced.shape[swap.dim] - index.numel(),
+                        )
                         off = offload == "cpu" and value.device.type != "cpu"
                         kept[key] = value.to("cpu") if off else value
                     else:  # scalars: Adam's step is updated in place, so each side owns one
@@ -265,6 +270,7 @@ class AppliedOptimizer(Applied):
         held: tuple[State | None, ...],
     ) -> None:
         super().__init__(optimizer)
+        self._pending: PreparedRestore | None = None
         self.optimizer = optimizer
         self.swaps = swaps
         self._entries = entries
@@ -278,6 +284,7 @@ class AppliedOptimizer(Applied):
         bases = {id(e.swap.full): held for e, held in zip(self._entries, self._held, strict=True)}
         swaps = [e.swap for e in self._entries]
         restore = _prepare_restore(self.optimizer, swaps, bases, required=True)
+        self._pending = restore  # for keep_added
         return restore.commit, restore.undo
 
     def _rollback(self) -> None:
@@ -372,7 +379,9 @@ def _scatter(state: State, base: State, swap: ParamSwap) -> State:
                     target = held.to(device=value.device, dtype=value.dtype)
                 else:
                     target = value.new_zeros(swap.full.shape)
-                full[key] = target.index_copy_(swap.dim, indices.on(value.device), value)
+                index = indices.on(value.device)
+                kept = value.narrow(swap.dim, 0, index.numel())  # added rows follow the kept
+                full[key] = target.index_copy_(swap.dim, index, kept)
             else:
                 full[key] = value
     return full
@@ -416,6 +425,7 @@ class AttachedOptimizer(Applied):
 
     def __init__(self, optimizer: Any, swaps: tuple[ParamSwap, ...]) -> None:
         super().__init__(optimizer)
+        self._pending: PreparedRestore | None = None
         self.optimizer = optimizer
         self.swaps = swaps
 
@@ -426,6 +436,7 @@ class AttachedOptimizer(Applied):
 
     def _prepare_revert(self) -> tuple[Callable[[], None], Callable[[], None]]:
         restore = prepare_restore(self.optimizer, self.swaps)
+        self._pending = restore  # for keep_added
         return restore.commit, restore.undo
 
     def _rollback(self) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from vocab_adapters.reversible import RECORD, Applied, Prepared, commit_all, revert_all
+from vocab_adapters.reversible import RECORD, Applied, Prepared, commit_all
 from vocabcore import VocabError, VocabPlan
 
 __all__ = [
@@ -125,7 +125,14 @@ def _prepare_stages(
         from vocab_adapters import config as config_adapter
         from vocab_adapters import embeddings
 
-        prepared_embeddings = embeddings.prepare(plan, model, offload=offload)
+        added_pieces = None
+        if plan.added and tokenizer is not None:  # rows of added tokens: mean of their pieces
+            from vocab_adapters.added_tokens import token_pieces
+
+            added_pieces = token_pieces(tokenizer, plan.added)
+        prepared_embeddings = embeddings.prepare(
+            plan, model, offload=offload, added_pieces=added_pieces
+        )
         swaps = tuple(prepared_embeddings.swaps)
         prepared["embeddings"] = prepared_embeddings
         if getattr(model, "config", None) is not None:
@@ -222,7 +229,7 @@ def _late_handles(applied: AppliedPlan, optimizer: Any) -> list[Any]:
     return handles
 
 
-def revert_plan(applied: AppliedPlan, *, optimizer: Any = None) -> None:
+def revert_plan(applied: AppliedPlan, *, optimizer: Any = None, keep_added: bool = False) -> None:
     """Restore the full vocabulary, writing trained rows and optimizer state back.
 
     All or nothing: every stage is checked and its full state computed (every allocation,
@@ -235,6 +242,9 @@ def revert_plan(applied: AppliedPlan, *, optimizer: Any = None) -> None:
         optimizer: An optimizer created while the model was reduced (same as
             ``applied.track(optimizer)`` before reverting); its reduced parameters are swapped
             for the full ones, with full-size state.
+        keep_added: For a plan that adds tokens: keep them, at ids ``len(tokenizer)`` upward,
+            with their trained rows; tokenizer, embeddings, config and optimizer state grow to
+            match (see :mod:`vocab_adapters.added_revert`). Otherwise the revert is exact.
 
     Raises:
         VocabError: The plan was already reverted, or a target was changed by something else
@@ -261,7 +271,13 @@ def revert_plan(applied: AppliedPlan, *, optimizer: Any = None) -> None:
         *(applied.stages[name] for name in reversed(STAGES) if name in applied.stages),
     ]
     try:
-        revert_all(order)
+        steps: list[Any] = [change.prepare_revert() for change in order]
+        if keep_added and applied.plan.added:  # grows what the stages computed
+            from vocab_adapters.added_revert import prepare_keep_added
+
+            handles = [applied.stages.get("optimizer"), *late]
+            steps.append(prepare_keep_added(applied, [h for h in handles if h is not None]))
+        commit_all(steps, lambda step: step.commit(), lambda step, _: step.undo())
     except BaseException:
         for handle in late:
             handle.forget()

@@ -41,6 +41,7 @@ __all__ = [
     "apply",
     "close_plan",
     "prepare",
+    "slow_token_pieces",
     "supports",
 ]
 
@@ -277,6 +278,64 @@ def _check_kept(plan: VocabPlan, tokenizer: Any, tokens: list[str | None]) -> No
             )
 
 
+# -- added tokens (see vocab_adapters.added_tokens) -----------------------------------------------
+
+
+def slow_token_pieces(tokenizer: Any, tokens: Any) -> list[list[int]]:
+    """Ids of the pieces ``tokenizer`` splits each token's pre-token into (WordPiece, BPE)."""
+    from vocab_adapters.added_tokens import _wordpiece_pieces
+
+    family = _family(tokenizer)
+    if family == _WORDPIECE:
+        model = {"continuing_subword_prefix": "##", "unk_token": tokenizer.unk_token}
+        return [_wordpiece_pieces(model, tokenizer.vocab, t) for t in tokens]
+    if family == _BYTE_BPE:
+        encoder = tokenizer.encoder
+        unk = encoder.get(str(getattr(tokenizer, "unk_token", None)))
+        pieces = [tokenizer.bpe(t).split(" ") for t in tokens]
+        return [[encoder.get(p, unk) for p in ps] for ps in pieces]
+    raise VocabError(
+        f"adding tokens to a slow {family} tokenizer is not supported; load the fast tokenizer "
+        "(use_fast=True) to add tokens"
+    )
+
+
+def _add_slow_tokens(plan: VocabPlan, tokenizer: Any, new: dict[str, Any]) -> None:
+    """Add ``plan.added`` to the reduced state ``new`` (WordPiece vocab, byte-level BPE merges)."""
+    from vocab_adapters.added_tokens import check_new_tokens
+
+    check_new_tokens(tokenizer.get_vocab(), plan.added)
+    first = len(plan.kept)
+    if "ids_to_tokens" in new:  # WordPiece: a vocabulary entry; greedy longest match finds it
+        for k, token in enumerate(plan.added):
+            new["vocab"][token] = first + k
+            new["ids_to_tokens"][first + k] = token
+        return
+    if "bpe_ranks" not in new:
+        raise VocabError(
+            "adding tokens to a slow sentencepiece tokenizer is not supported; load the fast "
+            "tokenizer (use_fast=True) to add tokens"
+        )
+    # Byte-level BPE: one merge of the two pieces BPE leaves for the pre-token, ranked last.
+    clone = _shallow_copy(tokenizer)
+    clone.__dict__.update(new)
+    order = sorted(range(len(plan.added)), key=lambda k: (len(plan.added[k]), k))
+    for k in order:
+        token = plan.added[k]
+        clone.cache = {}
+        pieces = clone.bpe(token).split(" ")
+        if len(pieces) != 2 or any(p not in new["encoder"] for p in pieces):
+            raise VocabError(
+                f"cannot make {token!r} reachable in this slow byte-level BPE tokenizer: BPE "
+                f"splits it into {len(pieces)} pieces, and merges join two; add a shorter prefix "
+                "of it first, or use the fast tokenizer (which can look whole words up)"
+            )
+        new["encoder"][token] = first + k
+        new["decoder"][first + k] = token
+        new["bpe_ranks"][(pieces[0], pieces[1])] = len(new["bpe_ranks"])
+    new["cache"] = {}
+
+
 def _wordpiece_state(plan: VocabPlan, tokenizer: Any) -> dict[str, Any]:
     old_ids_to_tokens: Mapping[int, str] = tokenizer.ids_to_tokens
     base = len(old_ids_to_tokens)
@@ -406,7 +465,7 @@ def _in_memory_path(path: str) -> str:
 def _verify(plan: VocabPlan, tokenizer: Any, clone: Any, tokens: list[str | None]) -> None:
     """Check the reduced clone maps every new id to the token its old id had."""
     size = tokenizer_size(clone)
-    expected = [tokens[i] for i in plan.kept]
+    expected = [*(tokens[i] for i in plan.kept), *plan.added]
     problem = None
     if size != plan.new_size:
         problem = f"len(tokenizer) would be {size}, not new_size {plan.new_size}"
@@ -499,6 +558,8 @@ def prepare(plan: VocabPlan, tokenizer: Any) -> SlowTokenizerPrepared:
         new = _byte_bpe_state(plan, tokenizer)
     else:
         new = _sentencepiece_state(plan, tokenizer)
+    if plan.added:
+        _add_slow_tokens(plan, tokenizer, new)
     state = vars(tokenizer)
     decoder = {plan.old_to_new(i): t for i, t in sorted(state["_added_tokens_decoder"].items())}
     new["_added_tokens_decoder"] = decoder

@@ -607,6 +607,7 @@ def plan_from_texts(
     chat_template_kwargs: dict[str, Any] | None = None,
     model: Any = None,
     max_size: int | None = None,
+    add_tokens: Sequence[str] | int | None = None,
 ) -> VocabPlan:
     """The plan keeping the tokens ``texts`` use, plus what exact encoding needs.
 
@@ -629,6 +630,12 @@ def plan_from_texts(
     not fit (see :mod:`vocab_adapters.budget`). Such a plan may drop ids the texts use; the
     reduced tokenizer then splits those words into kept pieces. A ``max_size`` that binds
     nothing gives the plan without it; one below what encoding needs raises ``VocabError``.
+
+    ``add_tokens`` adds tokens after the kept ids (:meth:`VocabPlan.adding`): a list of
+    tokens in the tokenizer's own token form, or an int ``n`` for
+    ``suggest_tokens(tokenizer, texts, n, min_count)``. Kept ids are counted with the original
+    tokenizer all the same. A token the tokenizer already has as one id, an empty string or a
+    duplicate raises ``VocabError``.
 
     >>> from tokenizers import Tokenizer, models, pre_tokenizers
     >>> tok = Tokenizer(models.WordLevel({"<unk>": 0, "a": 1, "b": 2, "c": 3}, "<unk>"))
@@ -657,8 +664,41 @@ def plan_from_texts(
             "'chat_template_kwargs' applies to conversations (lists of {'role', 'content'} "
             "dicts); these texts are not conversations"
         )
+    if isinstance(add_tokens, int) and not isinstance(texts, (list, tuple)):
+        texts = list(texts)  # read twice: suggestions, then counts
+    add_tokens = _resolve_add_tokens(tokenizer, texts, add_tokens, min_count)
     counts, n_texts = _count_array(tokenizer, texts, batch_size, columns, progress, num_proc, size)
-    return _plan_from_array(tokenizer, counts, min_count, keep_ids, n_texts, entry, size, max_size)
+    plan = _plan_from_array(tokenizer, counts, min_count, keep_ids, n_texts, entry, size, max_size)
+    return plan.adding(add_tokens) if add_tokens else plan
+
+
+def _resolve_add_tokens(
+    tokenizer: Any, texts: Any, add_tokens: Sequence[str] | int | None, min_count: int
+) -> list[str]:
+    """The tokens to add: the list given (checked), or ``n`` suggestions."""
+    if add_tokens is None:
+        return []
+    if isinstance(add_tokens, int) and not isinstance(add_tokens, bool):
+        from vocab_adapters.suggest import suggest_tokens
+
+        return suggest_tokens(tokenizer, texts, add_tokens, min_count)
+    from vocab_adapters.added_tokens import check_new_tokens
+
+    if isinstance(add_tokens, (str, bytes)) or not isinstance(add_tokens, Iterable):
+        raise VocabError(
+            f"'add_tokens' must be a list of token strings or an int (got {add_tokens!r})"
+        )
+    tokens = list(add_tokens)
+    check_new_tokens(_full_vocab(tokenizer), tokens)
+    return tokens
+
+
+def _full_vocab(tokenizer: Any) -> dict[str, int]:
+    """Token → id of every token, added tokens included (HF tokenizers, tokenizers.Tokenizer)."""
+    backend: Any = backend_of(tokenizer)
+    if backend is tokenizer:  # a bare tokenizers.Tokenizer
+        return dict(backend.get_vocab(with_added_tokens=True))
+    return dict(tokenizer.get_vocab())
 
 
 def plan_from_counts(

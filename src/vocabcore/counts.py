@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from itertools import chain
@@ -10,13 +9,12 @@ from typing import Any
 
 import attrs
 
+from vocabcore import codec
 from vocabcore.errors import PlanMismatchError, VocabError
 from vocabcore.plan import VocabPlan
 from vocabcore.validate import check_ids, check_int
 
 __all__ = ["TokenCounts"]
-
-_FORMAT = 1
 
 
 def _counts_tuple(value: Iterable[int]) -> tuple[int, ...]:
@@ -117,44 +115,13 @@ class TokenCounts:
 
     def to_json(self) -> str:
         """Serialize sparsely (only non-zero counts); equal counts give identical text."""
-        ids = [i for i, c in enumerate(self.counts) if c]
-        return json.dumps(
-            {
-                "format": _FORMAT,
-                "kind": "vocabcore.TokenCounts",
-                "vocab_size": self.vocab_size,
-                "fingerprint": self.fingerprint,
-                "ids": ids,
-                "counts": [self.counts[i] for i in ids],
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        return codec.counts_to_json(self.vocab_size, self.counts, self.fingerprint)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> TokenCounts:
         """Read counts written by :meth:`to_json`."""
-        try:
-            doc = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise VocabError(f"counts JSON is corrupt or truncated ({exc})") from None
-        if not isinstance(doc, dict) or doc.get("kind") != "vocabcore.TokenCounts":
-            raise VocabError("counts JSON is not a vocabcore TokenCounts document")
-        if doc.get("format") != _FORMAT:
-            raise VocabError(
-                f"counts JSON 'format' must be {_FORMAT} (got {doc.get('format')!r}); "
-                "upgrade vocabcore to read newer files"
-            )
-        vocab_size = check_int("vocab_size", doc.get("vocab_size"), minimum=1)
-        ids, counts = doc.get("ids"), doc.get("counts")
-        if not isinstance(ids, list) or not isinstance(counts, list) or len(ids) != len(counts):
-            raise VocabError("counts JSON 'ids' and 'counts' must be lists of equal length")
-        fingerprint = doc.get("fingerprint")
-        if fingerprint is not None and not isinstance(fingerprint, str):
-            raise VocabError(
-                f"counts JSON 'fingerprint' must be a string or null ({fingerprint!r})"
-            )
-        return cls.from_mapping(dict(zip(ids, counts, strict=False)), vocab_size, fingerprint)
+        fields = codec.counts_from_json(text)
+        return cls.from_mapping(fields.counts, fields.vocab_size, fields.fingerprint)
 
     def __repr__(self) -> str:
         return f"TokenCounts(vocab_size={self.vocab_size}, total={self.total})"

@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from vocabcore import codec
 from vocabcore.errors import PlanMismatchError, VocabError
 from vocabcore.validate import check_ids, check_int
 
@@ -54,6 +55,33 @@ def _ids_tuple(value: Iterable[int]) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _added_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(value, (str, bytes)):
+        raise VocabError(f"'added' must be a sequence of token strings (got a single {value!r})")
+    return tuple(value)
+
+
+def _check_added(instance: Any, attribute: Any, added: tuple[str, ...]) -> None:
+    del instance, attribute
+    seen: set[str] = set()
+    for position, token in enumerate(added):
+        if not isinstance(token, str):
+            raise VocabError(
+                f"'added' must hold token strings (got {type(token).__name__} {token!r} at "
+                f"position {position})"
+            )
+        if not token:
+            raise VocabError(
+                f"'added' must not hold an empty string (at position {position}); drop it"
+            )
+        if token in seen:
+            raise VocabError(
+                f"'added' holds {token!r} twice (again at position {position}); list each "
+                "token once"
+            )
+        seen.add(token)
+
+
 def _check_fingerprint(instance: Any, attribute: Any, value: str | None) -> None:
     del instance, attribute
     if value is not None and (not isinstance(value, str) or not value):
@@ -64,9 +92,11 @@ def _check_fingerprint(instance: Any, attribute: Any, value: str | None) -> None
 class VocabPlan:
     """An immutable choice of the ids of a vocabulary to keep.
 
-    New ids are the ranks of the kept old ids, so the order of tokens is preserved.
-    Equality and hashing use ``vocab_size``, ``kept`` and ``fingerprint``; ``metadata``
-    rides along (it is serialized) but takes no part in equality.
+    New ids are the ranks of the kept old ids, so the order of tokens is preserved. A plan
+    may also add tokens (``added``, strings in the tokenizer's own token form): they take the
+    new ids after the kept ones, in order, and have no old id.
+    Equality and hashing use ``vocab_size``, ``kept``, ``fingerprint`` and ``added``;
+    ``metadata`` rides along (it is serialized) but takes no part in equality.
 
     Example:
         >>> plan = VocabPlan.from_counts({5: 3, 2: 1, 7: 0}, vocab_size=10, keep=(0,))
@@ -85,6 +115,9 @@ class VocabPlan:
     fingerprint: str | None = attrs.field(default=None, validator=_check_fingerprint)
     metadata: Mapping[str, Any] = attrs.field(
         default=None, converter=_freeze_metadata, eq=False, hash=False
+    )
+    added: tuple[str, ...] = attrs.field(
+        default=(), converter=_added_tuple, validator=_check_added, kw_only=True
     )
     _old_to_new: array[int] = attrs.field(init=False, eq=False, hash=False, repr=False)
 
@@ -188,18 +221,18 @@ class VocabPlan:
 
     @property
     def new_size(self) -> int:
-        """Number of kept ids: the size of the reduced vocabulary."""
-        return len(self.kept)
+        """Size of the new vocabulary: kept ids, then added tokens."""
+        return len(self.kept) + len(self.added)
 
     @property
     def removed_fraction(self) -> float:
-        """Fraction of the vocabulary the plan drops, between 0 and 1."""
-        return 1.0 - self.new_size / self.vocab_size
+        """Fraction of the original vocabulary the plan drops, between 0 and 1."""
+        return 1.0 - len(self.kept) / self.vocab_size
 
     @property
     def is_identity(self) -> bool:
-        """Whether the plan keeps every id."""
-        return self.new_size == self.vocab_size
+        """Whether the plan keeps every id and adds nothing."""
+        return len(self.kept) == self.vocab_size and not self.added
 
     def old_to_new(self, old_id: int) -> int | None:
         """New id of ``old_id``, or ``None`` when the plan drops it."""
@@ -209,12 +242,57 @@ class VocabPlan:
         new = self._old_to_new[old_id]
         return None if new < 0 else new
 
-    def new_to_old(self, new_id: int) -> int:
-        """Old id of ``new_id``."""
+    def new_to_old(self, new_id: int) -> int | None:
+        """Old id of ``new_id``, or ``None`` for an added token.
+
+        >>> plan = VocabPlan(4, (1, 3)).adding(["Ġnew"])
+        >>> plan.new_to_old(1), plan.new_to_old(2), plan.new_size
+        (3, None, 3)
+        """
         check_int("new_id", new_id)
         if new_id >= self.new_size:
             raise VocabError(f"'new_id' must be below new_size {self.new_size} (got {new_id})")
-        return self.kept[new_id]
+        kept = self.kept
+        return kept[new_id] if new_id < len(kept) else None
+
+    def added_id(self, token: str) -> int:
+        """New id of the added token ``token``.
+
+        >>> VocabPlan(4, (1, 3)).adding(["a", "b"]).added_id("b")
+        3
+        """
+        try:
+            return len(self.kept) + self.added.index(token)
+        except ValueError:
+            raise VocabError(f"{token!r} is not one of the plan's added tokens") from None
+
+    def adding(self, tokens: Iterable[str]) -> VocabPlan:
+        """This plan, also adding ``tokens`` after the kept ids (and earlier added tokens).
+
+        Tokens are strings in the tokenizer's own token form, as ``get_vocab()`` shows them
+        (``"Ġword"`` in byte-level BPE, ``"▁word"`` with Metaspace, ``"word"`` / ``"##ing"`` in
+        WordPiece). Fingerprint and metadata carry over.
+
+        Raises:
+            VocabError: A token is not a str, is empty, is listed twice or is already added.
+
+        >>> plan = VocabPlan(5, (0, 2)).adding(["Ġibuprofen"])
+        >>> plan.added, plan.new_size, plan.new_to_old(2)
+        (('Ġibuprofen',), 3, None)
+        """
+        if isinstance(tokens, (str, bytes)):
+            raise VocabError(
+                f"'tokens' must be an iterable of token strings (got a single {tokens!r}); "
+                "wrap it in a list"
+            )
+        added = tuple(tokens)
+        return VocabPlan(
+            self.vocab_size,
+            self.kept,
+            self.fingerprint,
+            self.metadata,
+            added=self.added + added,
+        )
 
     def is_kept(self, old_id: int) -> bool:
         """Whether the plan keeps ``old_id``."""
@@ -300,7 +378,9 @@ class VocabPlan:
                 f"{self.fingerprint!r} vs {other.fingerprint!r}); build both from one tokenizer"
             )
         kept = sorted(set(self.kept).union(other.kept))
-        return VocabPlan(self.vocab_size, kept, self.fingerprint)
+        mine = set(self.added)
+        added = self.added + tuple(t for t in other.added if t not in mine)
+        return VocabPlan(self.vocab_size, kept, self.fingerprint, added=added)
 
     def keeping(self, ids: Iterable[int]) -> VocabPlan:
         """This plan, also keeping ``ids``; the same object when it keeps them all already.
@@ -315,7 +395,7 @@ class VocabPlan:
         if not extra:
             return self
         kept = sorted(extra.union(self.kept))
-        return VocabPlan(self.vocab_size, kept, self.fingerprint, self.metadata)
+        return VocabPlan(self.vocab_size, kept, self.fingerprint, self.metadata, added=self.added)
 
     def then(self, other: VocabPlan) -> VocabPlan:
         """Compose: ``other`` was built on the vocabulary this plan produces.
@@ -328,6 +408,14 @@ class VocabPlan:
         """
         if not isinstance(other, VocabPlan):
             raise VocabError(f"'other' must be a VocabPlan (got {type(other).__name__})")
+        if self.added or other.added:
+            which = "this plan" if self.added else "'other'"
+            raise VocabError(
+                f"cannot compose plans that add tokens ({which} adds "
+                f"{(self.added or other.added)[:3]!r}...): an added token has no old id to map "
+                "through; compose the plans without added tokens, then call .adding(...) on the "
+                "result"
+            )
         if other.vocab_size != self.new_size:
             raise PlanMismatchError(
                 f"'other' must be built on this plan's reduced vocabulary of new_size "
@@ -342,20 +430,25 @@ class VocabPlan:
         """A copy of the plan with ``entries`` added to its metadata."""
         merged = dict(self.metadata)
         merged.update(entries)
-        return VocabPlan(self.vocab_size, self.kept, self.fingerprint, merged)
+        return VocabPlan(self.vocab_size, self.kept, self.fingerprint, merged, added=self.added)
 
     def to_json(self) -> str:
-        """Serialize to versioned JSON (``"format": 1``); equal plans give identical text."""
-        from vocabcore.serialization import plan_to_json
-
-        return plan_to_json(self)
+        """Serialize to versioned JSON (``"format": 2``); equal plans give identical text."""
+        return codec.plan_fields_to_json(
+            self.vocab_size, self.kept, self.fingerprint, self.metadata, self.added
+        )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> VocabPlan:
-        """Read a plan written by :meth:`to_json`; raises ``VocabError`` on bad input."""
-        from vocabcore.serialization import plan_from_json
-
-        return plan_from_json(text)
+        """Read a plan written by :meth:`to_json` (format 1 or 2); ``VocabError`` on bad input."""
+        fields = codec.plan_fields_from_json(text)
+        return cls(
+            fields.vocab_size,
+            fields.kept,
+            fields.fingerprint,
+            fields.metadata,
+            added=fields.added,
+        )
 
     def save(self, path: str | Path) -> None:
         """Write the plan's JSON to ``path`` (atomically: a partial file is never left)."""
@@ -375,7 +468,8 @@ class VocabPlan:
 
     def __repr__(self) -> str:
         fp = f", fingerprint={self.fingerprint!r}" if self.fingerprint else ""
-        return f"VocabPlan(vocab_size={self.vocab_size}, new_size={self.new_size}{fp})"
+        added = f", added={len(self.added)}" if self.added else ""
+        return f"VocabPlan(vocab_size={self.vocab_size}, new_size={self.new_size}{added}{fp})"
 
 
 def _check_counts(values: list[Any]) -> None:

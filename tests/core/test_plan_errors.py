@@ -72,7 +72,7 @@ def _doc() -> dict[str, object]:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda d: d.update(format=2), "format' 2 is newer"),
+        (lambda d: d.update(format=3), "format' 3 is newer"),
         (lambda d: d.pop("vocab_size"), "lacks the field 'vocab_size'"),
         (lambda d: d.update(vocab_size=-1), "'vocab_size' must be >= 1 \\(got -1\\)"),
         (lambda d: d.update(vocab_size=8), "holds 3 bytes, but vocab_size 8 needs 1"),

@@ -1,0 +1,180 @@
+"""``suggest_tokens``: the pre-tokens of a corpus that cost the most extra tokens.
+
+A pre-token (a word, as the tokenizer's normalizer and pre-tokenizer cut the text) that the
+model splits into ``p`` pieces costs ``p - 1`` tokens more than it would as one token; over a
+corpus it costs ``count * (p - 1)``. The suggestions are the costliest pre-tokens, in the
+tokenizer's own token form (``get_vocab()`` style: ``"Ġword"`` after a space in byte-level BPE,
+``"▁word"`` with Metaspace, ``"word"`` in WordPiece, ``"word</w>"`` with an end-of-word
+suffix), ready for ``plan.adding(...)`` / ``plan_from_texts(..., add_tokens=...)``.
+
+Only tokens that can be added are suggested: for a BPE model that can neither look whole words
+up nor switch that on safely (see :mod:`vocab_adapters.added_tokens`), pre-tokens of exactly two
+pieces; never pre-tokens holding byte-fallback or unknown pieces of a BPE model. A model without
+a pre-tokenizer (Llama 2 style, where the whole text is one pre-token) is cut into words before
+each ``"▁"``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from vocab_adapters.tokenizer_backend import backend_of, tokenizer_document
+from vocabcore import VocabError
+
+__all__ = ["suggest_tokens"]
+
+
+def _batches(texts: Iterable[Any], size: int) -> Iterator[list[str]]:
+    if isinstance(texts, (str, bytes)):
+        raise VocabError("'texts' must be an iterable of str (got a single str)")
+    batch: list[str] = []
+    for item in texts:
+        parts = item if isinstance(item, (tuple, list)) else (item,)
+        for text in parts:
+            if not isinstance(text, str):
+                raise VocabError(f"'texts' must hold str items (got {type(text).__name__})")
+            batch.append(text)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _join(pieces: Sequence[str], prefix: str) -> str:
+    out = pieces[0]
+    for piece in pieces[1:]:
+        out += piece[len(prefix) :] if prefix and piece.startswith(prefix) else piece
+    return out
+
+
+def _fast_words(tokenizer: Any, texts: Iterable[Any]) -> tuple[Counter[tuple[str, ...]], Any]:
+    backend: Any = backend_of(tokenizer)
+    _, document = tokenizer_document(tokenizer)
+    model = document["model"]
+    words: Counter[tuple[str, ...]] = Counter()
+    if document.get("pre_tokenizer") is None and model["type"] in ("BPE", "Unigram"):
+        inner = backend.model
+        normalizer = backend.normalizer
+        for batch in _batches(texts, 1000):
+            for text in batch:
+                normalized = normalizer.normalize_str(text) if normalizer is not None else text
+                for word in re.split(r"(?=▁)", normalized):
+                    if word:
+                        words[tuple(t.value for t in inner.tokenize(word))] += 1
+        return words, document
+    for batch in _batches(texts, 1000):
+        for encoding in backend.encode_batch(batch, add_special_tokens=False):
+            current: list[str] = []
+            last = None
+            for token, word in zip(encoding.tokens, encoding.word_ids, strict=True):
+                if word is None:
+                    continue
+                if word != last and current:
+                    words[tuple(current)] += 1
+                    current = []
+                current.append(token)
+                last = word
+            if current:
+                words[tuple(current)] += 1
+    return words, document
+
+
+def _slow_words(tokenizer: Any, texts: Iterable[Any]) -> tuple[Counter[tuple[str, ...]], str]:
+    from vocab_adapters.slow_tokenizer import _BYTE_BPE, _WORDPIECE, _family
+
+    family = _family(tokenizer)
+    words: Counter[tuple[str, ...]] = Counter()
+    if family == _WORDPIECE:
+        for batch in _batches(texts, 1000):
+            for text in batch:
+                for word in tokenizer.basic_tokenizer.tokenize(text):
+                    words[tuple(tokenizer.wordpiece_tokenizer.tokenize(word))] += 1
+        return words, family
+    if family == _BYTE_BPE:
+        encoder = tokenizer.byte_encoder
+        for batch in _batches(texts, 1000):
+            for text in batch:
+                # the text as the model sees it (some tokenizers normalise it first, e.g. CLVP)
+                seen = tokenizer.convert_tokens_to_string(tokenizer.tokenize(text))
+                for word in tokenizer.pat.findall(seen):
+                    chars = "".join(encoder[b] for b in word.encode("utf-8"))
+                    words[tuple(tokenizer.bpe(chars).split(" "))] += 1
+        return words, family
+    raise VocabError(
+        f"suggest_tokens supports fast tokenizers and slow WordPiece / byte-level BPE ones "
+        f"(got {type(tokenizer).__name__}); load the fast tokenizer"
+    )
+
+
+def suggest_tokens(
+    tokenizer: Any, texts: Iterable[Any], n: int = 100, min_count: int = 5
+) -> list[str]:
+    """The ``n`` pre-tokens of ``texts`` that cost the most extra tokens, in token form.
+
+    Cost is ``count * (pieces - 1)``; ties go to the string that sorts first. Pre-tokens seen
+    fewer than ``min_count`` times, and those that already are one token, are left out.
+
+    Args:
+        tokenizer: A Hugging Face tokenizer (fast, or slow WordPiece / byte-level BPE) or a
+            ``tokenizers.Tokenizer``.
+        texts: Iterable of str (or of (str, str) pairs).
+        n: How many tokens to suggest at most.
+        min_count: Fewest occurrences a suggested pre-token must have.
+
+    >>> from tokenizers import Tokenizer, models, pre_tokenizers
+    >>> tok = Tokenizer(models.WordPiece({"[UNK]": 0, "ab": 1, "##c": 2}, unk_token="[UNK]"))
+    >>> tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    >>> suggest_tokens(tok, ["abc abc ab"], n=5, min_count=2)
+    ['abc']
+    """
+    for name, value, low in (("n", n, 0), ("min_count", min_count, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise VocabError(f"'{name}' must be an int >= {low} (got {value!r})")
+    if backend_of(tokenizer) is not None:
+        words, document = _fast_words(tokenizer, texts)
+        model = document["model"]
+        kind = model["type"]
+        prefix = model.get("continuing_subword_prefix") or ("##" if kind == "WordPiece" else "")
+        vocab = {str(a.get("content")) for a in document.get("added_tokens") or ()}
+        if kind == "Unigram":
+            vocab.update(piece[0] for piece in model["vocab"])
+        else:
+            vocab.update(model["vocab"])
+        two_only, bad = _bpe_limits(document) if kind == "BPE" else (False, set())
+    else:
+        words, family = _slow_words(tokenizer, texts)
+        prefix = "##"
+        vocab = set(tokenizer.get_vocab())
+        two_only = family != "WordPiece"
+        bad = {str(getattr(tokenizer, "unk_token", None))}
+    costs: Counter[str] = Counter()
+    for pieces, count in words.items():
+        if len(pieces) < 2 or (two_only and len(pieces) != 2) or bad.intersection(pieces):
+            continue
+        token = _join(pieces, prefix)
+        if token not in vocab:
+            costs[token] += count * (len(pieces) - 1)
+    counts: Counter[str] = Counter()
+    for pieces, count in words.items():
+        if len(pieces) >= 2:
+            counts[_join(pieces, prefix)] += count
+    ranked = sorted((t for t in costs if counts[t] >= min_count), key=lambda t: (-costs[t], t))
+    return ranked[:n]
+
+
+def _bpe_limits(document: dict[str, Any]) -> tuple[bool, set[str]]:
+    """(only two-piece pre-tokens can be added, pieces that rule a pre-token out)."""
+    from vocab_adapters.added_tokens import _self_encoding, _unk_piece_ids
+
+    model = document["model"]
+    vocab = model["vocab"]
+    names = {i: t for t, i in vocab.items()}
+    bad = {names[i] for i in _unk_piece_ids(model, vocab) if i in names}
+    if model.get("ignore_merges"):
+        return False, bad
+    skip = {str(a.get("content")) for a in document.get("added_tokens") or ()}
+    return _self_encoding(model, skip) is not None, bad

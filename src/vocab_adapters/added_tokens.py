@@ -48,7 +48,6 @@ __all__ = [
     "check_new_tokens",
     "document_pieces",
     "model_word",
-    "token_pieces",
 ]
 
 _UNK_PENALTY = 10.0  # tokenizers' and sentencepiece's kUnkPenalty
@@ -175,22 +174,6 @@ def document_pieces(document: Mapping[str, Any], tokens: Sequence[str]) -> list[
         return [_wordpiece_pieces(model, vocab, t) for t in tokens]
     backend = _model_only(model).model
     return [[piece.id for piece in backend.tokenize(model_word(model, t))] for t in tokens]
-
-
-def token_pieces(tokenizer: Any, tokens: Sequence[str]) -> list[list[int]]:
-    """Original ids of the pieces of each token: what ``tokenizer`` splits its pre-token into.
-
-    Works for fast tokenizers (any model type) and the slow families of
-    :mod:`vocab_adapters.slow_tokenizer`.
-    """
-    from vocab_adapters.tokenizer_backend import backend_of, tokenizer_document
-
-    if backend_of(tokenizer) is not None:
-        _, document = tokenizer_document(tokenizer)
-        return document_pieces(document, tokens)
-    from vocab_adapters.slow_tokenizer import slow_token_pieces
-
-    return slow_token_pieces(tokenizer, tokens)
 
 
 # -- JSON surgery ---------------------------------------------------------------------------------

@@ -489,7 +489,7 @@ def prepare(
         offload: ``"cpu"`` to hold the full-size tensors on the CPU while reduced (they go
             back to the model's device on revert); ``None`` keeps them where they are.
         added_pieces: For a plan that adds tokens, the old ids of each added token's pieces
-            (:func:`vocab_adapters.added_tokens.token_pieces`); its rows start as their mean.
+            (:func:`vocab_adapters.tokenizer_adapter.token_pieces`); its rows start as their mean.
 
     Raises:
         PlanMismatchError: The embedding has fewer rows than ``plan.vocab_size``.

@@ -127,7 +127,7 @@ def _prepare_stages(
 
         added_pieces = None
         if plan.added and tokenizer is not None:  # rows of added tokens: mean of their pieces
-            from vocab_adapters.added_tokens import token_pieces
+            from vocab_adapters.tokenizer_adapter import token_pieces
 
             added_pieces = token_pieces(tokenizer, plan.added)
         prepared_embeddings = embeddings.prepare(

@@ -10,13 +10,14 @@ plan it returns applies.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
 from vocab_adapters.tokenizer_backend import backend_of
 from vocabcore import VocabError, VocabPlan
 
-__all__ = ["adapter_for", "close_plan"]
+__all__ = ["adapter_for", "close_plan", "token_pieces"]
 
 
 def adapter_for(tokenizer: Any) -> ModuleType:
@@ -44,3 +45,21 @@ def close_plan(plan: VocabPlan, tokenizer: Any) -> VocabPlan:
     """``plan`` plus what ``tokenizer`` needs to encode exactly once reduced."""
     closed: VocabPlan = adapter_for(tokenizer).close_plan(plan, tokenizer)
     return closed
+
+
+def token_pieces(tokenizer: Any, tokens: Sequence[str]) -> list[list[int]]:
+    """Original ids of the pieces of each token: what ``tokenizer`` splits its pre-token into.
+
+    Fast tokenizers (any model type) and the slow families of
+    :mod:`vocab_adapters.slow_tokenizer`; what added tokens' rows start from.
+    """
+    if backend_of(tokenizer) is not None:
+        from vocab_adapters.added_tokens import document_pieces
+        from vocab_adapters.tokenizer_backend import tokenizer_document
+
+        _, document = tokenizer_document(tokenizer)
+        return document_pieces(document, tokens)
+    from vocab_adapters.slow_tokenizer import slow_token_pieces
+
+    pieces: list[list[int]] = slow_token_pieces(tokenizer, tokens)
+    return pieces

@@ -188,7 +188,7 @@ class AppliedConfig(Applied):
         self._unset = unset  # id fields unset at apply: set while reduced → mapped back
 
     def _check_revert(self) -> None:
-        for field in (*self._ids, *self._sizes):
+        for field in self._sizes:
             current = vars(field.owner).get(field.key)
             if current != field.new:
                 raise VocabError(
@@ -196,17 +196,30 @@ class AppliedConfig(Applied):
                     f"{current!r}, apply set {field.new!r}); set it back to {field.new!r} "
                     "before reverting, or reload the model instead"
                 )
-        _set_while_reduced(self.plan, self._unset)
+        for field in self._changed_ids():
+            current = vars(field.owner).get(field.key)
+            if not (_is_id(current) or _is_id_list(current)):
+                raise VocabError(
+                    f"{field.path} was changed while the vocabulary was reduced (it is "
+                    f"{current!r}, apply set {field.new!r}); set it to a reduced id (or back "
+                    f"to {field.new!r}) before reverting, or reload the model instead"
+                )
+        _set_while_reduced(self.plan, (*self._unset, *self._changed_ids()))
+
+    def _changed_ids(self) -> tuple[_Field, ...]:
+        """Id fields that something set again while reduced (TRL writes eos as a list)."""
+        return tuple(f for f in self._ids if vars(f.owner).get(f.key) != f.new)
 
     def _prepare_revert(self) -> tuple[Callable[[], None], Callable[[], None]]:
         """Sizes first, then ids, on the way back; the reverse on the way in.
 
-        An id field that was unset at apply and set while reduced (TRL's ``SFTTrainer`` writes
-        the reduced tokenizer's pad id into ``config.pad_token_id``) is mapped to the full
-        numbering.
+        An id field set while reduced, whether unset at apply (TRL's ``SFTTrainer`` writes the
+        reduced tokenizer's pad id into ``config.pad_token_id``) or set again (it writes
+        ``generation_config.eos_token_id`` as a list), is mapped to the full numbering: it
+        keeps what was set, in full ids.
         """
         back = (*self._sizes, *self._ids)
-        mapped = _set_while_reduced(self.plan, self._unset)
+        mapped = _set_while_reduced(self.plan, (*self._unset, *self._changed_ids()))
         now = [(field, vars(field.owner).get(field.key)) for field, _ in mapped]
 
         def install() -> None:
@@ -238,6 +251,10 @@ def _unset_fields(owners: list[tuple[str, Any]]) -> tuple[_Field, ...]:
             if vars(owner).get(key) is None:
                 fields.append(_Field(owner, f"{path}.{key}", key, None, None))
     return tuple(fields)
+
+
+def _is_id_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and bool(value) and all(_is_id(v) for v in value)
 
 
 def _set_while_reduced(plan: VocabPlan, unset: tuple[_Field, ...]) -> list[tuple[_Field, Any]]:

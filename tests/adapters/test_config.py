@@ -148,6 +148,33 @@ def test_changed_while_reduced_refuses_revert(make_tiny_model: Any) -> None:
         applied.revert()
 
 
+def test_ids_set_again_while_reduced_come_back_in_full_ids() -> None:
+    # A trainer rewrites an id field the plan remapped (TRL writes eos as a list, pad anew).
+    config = SimpleNamespace(vocab_size=10, eos_token_id=7, pad_token_id=2, bos_token_id=0)
+    plan = VocabPlan(10, (0, 2, 5, 7, 9))
+    applied = config_adapter.apply(plan, config)
+    assert (config.eos_token_id, config.pad_token_id) == (3, 1)
+    config.eos_token_id = [3]  # same id, as a list
+    config.pad_token_id = 2  # another reduced id: old id 5
+    applied.revert()
+    assert config.eos_token_id == [7] and config.pad_token_id == 5
+    assert config.vocab_size == 10 and config.bos_token_id == 0
+
+
+def test_an_id_set_beyond_the_reduced_vocabulary_refuses_revert() -> None:
+    config = SimpleNamespace(vocab_size=10, eos_token_id=7)
+    applied = config_adapter.apply(VocabPlan(10, (0, 7)), config)
+    config.eos_token_id = 4  # no such reduced id
+    with pytest.raises(VocabError, match="has no full id"):
+        applied.revert()
+    config.eos_token_id = "oops"
+    with pytest.raises(VocabError, match="set it to a reduced id"):
+        applied.revert()
+    config.eos_token_id = 1
+    applied.revert()
+    assert config.eos_token_id == 7
+
+
 def test_rollback(make_tiny_model: Any) -> None:
     tiny = make_tiny_model("bart-cg")
     before = dicts(tiny.model)

@@ -248,72 +248,112 @@ def reduce_tokenizer_json(
         )
     document = tokenizer_json
     model = _model_of(document)
-    kind = model["type"]
-    size = plan.vocab_size
-    new_model = {k: copy.deepcopy(v) for k, v in model.items() if k not in ("vocab", "merges")}
-
-    if kind == "Unigram":
-        pieces = model.get("vocab")
-        if not isinstance(pieces, list):
-            raise VocabError("a Unigram model's 'vocab' must be a list of [piece, score]")
-        if len(pieces) > size:
-            raise PlanMismatchError(
-                f"the tokenizer's Unigram model has {len(pieces)} pieces, more than the plan's "
-                f"vocab_size {size}; build the plan from this tokenizer"
-            )
-        n = len(pieces)
-        new_model["vocab"] = [list(pieces[i]) for i in plan.kept if i < n]
-        unk_id = model.get("unk_id")
-        if unk_id is not None:
-            new_model["unk_id"] = _new_id(plan, document, unk_id, "the Unigram model (unk_id)")
+    if model["type"] == "Unigram":
+        new_model = _reduced_unigram(plan, document, model)
     else:
-        vocab = _vocab_items(model)
-        if vocab and max(vocab.values()) >= size:
-            raise PlanMismatchError(
-                f"the tokenizer's {kind} model holds id {max(vocab.values())}, outside the "
-                f"plan's vocab_size {size}; build the plan from this tokenizer"
-            )
-        table = plan.old_to_new_table()
-        reduced = sorted(
-            ((table[i], token) for token, i in vocab.items() if table[i] >= 0),
-        )
-        new_vocab = {token: new for new, token in reduced}
-        new_model["vocab"] = new_vocab
-        unk = model.get("unk_token")
-        if unk is not None and unk in vocab and unk not in new_vocab:
-            _new_id(plan, document, vocab[unk], f"the {kind} model (unk_token)")
-        if kind == "BPE":
-            merges = model.get("merges") or []
-            prefix = model.get("continuing_subword_prefix")
-            pairs = (
-                cached_parse_merges(merges, prefix)
-                if isinstance(merges, list)
-                else parse_merges(merges, prefix)
-            )
-            new_model["merges"] = [
-                list(merge) if not isinstance(merge, str) else merge
-                for merge, (left, right, merged) in zip(merges, pairs, strict=True)
-                if left in new_vocab and right in new_vocab and merged in new_vocab
-            ]
-
+        new_model = _reduced_vocab_model(plan, document, model)
     if check_closed:
-        needed = required_ids(document, plan.kept)
-        table_check = plan.old_to_new_table()
-        missing = sorted(i for i in needed if table_check[i] < 0)
-        if missing:
-            names = ", ".join(repr(_token_name(document, i)) for i in missing[:5])
-            why = (
-                "BPE merges need intermediate tokens to build the kept ones"
-                if kind == "BPE"
-                else "the lowest-scoring Unigram piece sets the penalty of unknown characters"
-            )
-            raise VocabError(
-                f"the plan is not closed for this {kind} tokenizer: it drops {len(missing)} "
-                f"id(s) the reduced tokenizer needs (e.g. {names}; {why}); close it with "
-                "vocab_adapters.fast_tokenizer.close_plan(plan, tokenizer) or build it "
-                "with plan_from_texts"
-            )
+        _check_closed(plan, document, model["type"])
+    out = _reduced_document(plan, document, new_model)
+    if plan.added:  # tokens the plan adds: reachable per model type (see added_tokens)
+        from vocab_adapters.added_tokens import add_to_tokenizer_json
 
+        known = {str(a.get("content")): a.get("id") for a in document.get("added_tokens") or ()}
+        known.update(_vocab_items(model))
+        out = add_to_tokenizer_json(out, plan.added, len(plan.kept), known=known)
+    return out
+
+
+def _model_copy(model: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: copy.deepcopy(v) for k, v in model.items() if k not in ("vocab", "merges")}
+
+
+def _reduced_unigram(
+    plan: VocabPlan, document: Mapping[str, Any], model: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The Unigram model with the kept pieces, in plan order."""
+    new_model = _model_copy(model)
+    pieces = model.get("vocab")
+    if not isinstance(pieces, list):
+        raise VocabError("a Unigram model's 'vocab' must be a list of [piece, score]")
+    if len(pieces) > plan.vocab_size:
+        raise PlanMismatchError(
+            f"the tokenizer's Unigram model has {len(pieces)} pieces, more than the plan's "
+            f"vocab_size {plan.vocab_size}; build the plan from this tokenizer"
+        )
+    n = len(pieces)
+    new_model["vocab"] = [list(pieces[i]) for i in plan.kept if i < n]
+    unk_id = model.get("unk_id")
+    if unk_id is not None:
+        new_model["unk_id"] = _new_id(plan, document, unk_id, "the Unigram model (unk_id)")
+    return new_model
+
+
+def _reduced_vocab_model(
+    plan: VocabPlan, document: Mapping[str, Any], model: Mapping[str, Any]
+) -> dict[str, Any]:
+    """WordPiece, WordLevel or BPE with the kept tokens renumbered.
+
+    BPE keeps the merges whose parts and result are all kept (a dropped token's merges go).
+    """
+    kind = model["type"]
+    new_model = _model_copy(model)
+    vocab = _vocab_items(model)
+    if vocab and max(vocab.values()) >= plan.vocab_size:
+        raise PlanMismatchError(
+            f"the tokenizer's {kind} model holds id {max(vocab.values())}, outside the "
+            f"plan's vocab_size {plan.vocab_size}; build the plan from this tokenizer"
+        )
+    table = plan.old_to_new_table()
+    reduced = sorted(((table[i], token) for token, i in vocab.items() if table[i] >= 0))
+    new_vocab = {token: new for new, token in reduced}
+    new_model["vocab"] = new_vocab
+    unk = model.get("unk_token")
+    if unk is not None and unk in vocab and unk not in new_vocab:
+        _new_id(plan, document, vocab[unk], f"the {kind} model (unk_token)")
+    if kind == "BPE":
+        merges = model.get("merges") or []
+        prefix = model.get("continuing_subword_prefix")
+        pairs = (
+            cached_parse_merges(merges, prefix)
+            if isinstance(merges, list)
+            else parse_merges(merges, prefix)
+        )
+        new_model["merges"] = [
+            list(merge) if not isinstance(merge, str) else merge
+            for merge, (left, right, merged) in zip(merges, pairs, strict=True)
+            if left in new_vocab and right in new_vocab and merged in new_vocab
+        ]
+    return new_model
+
+
+def _check_closed(plan: VocabPlan, document: Mapping[str, Any], kind: str) -> None:
+    """Refuse a plan missing ids :func:`required_ids` asks for."""
+    needed = required_ids(document, plan.kept)
+    table = plan.old_to_new_table()
+    missing = sorted(i for i in needed if table[i] < 0)
+    if missing:
+        names = ", ".join(repr(_token_name(document, i)) for i in missing[:5])
+        why = (
+            "BPE merges need intermediate tokens to build the kept ones"
+            if kind == "BPE"
+            else "the lowest-scoring Unigram piece sets the penalty of unknown characters"
+        )
+        raise VocabError(
+            f"the plan is not closed for this {kind} tokenizer: it drops {len(missing)} "
+            f"id(s) the reduced tokenizer needs (e.g. {names}; {why}); close it with "
+            "vocab_adapters.fast_tokenizer.close_plan(plan, tokenizer) or build it "
+            "with plan_from_texts"
+        )
+
+
+def _reduced_document(
+    plan: VocabPlan, document: Mapping[str, Any], new_model: dict[str, Any]
+) -> dict[str, Any]:
+    """The whole document around ``new_model``.
+
+    Added tokens, post-processor and padding are remapped; everything else is copied.
+    """
     added_out = []
     for added in document.get("added_tokens") or ():
         new = plan.old_to_new(_check_id(plan, added.get("id"), "an added token"))
@@ -322,7 +362,6 @@ def reduce_tokenizer_json(
         entry = dict(added)
         entry["id"] = new
         added_out.append(entry)
-
     out: dict[str, Any] = {}
     for key, value in document.items():
         if key == "model":
@@ -337,12 +376,6 @@ def reduce_tokenizer_json(
             out[key] = padding
         else:
             out[key] = copy.deepcopy(value)
-    if plan.added:  # tokens the plan adds: reachable per model type (see added_tokens)
-        from vocab_adapters.added_tokens import add_to_tokenizer_json
-
-        known = {str(a.get("content")): a.get("id") for a in document.get("added_tokens") or ()}
-        known.update(_vocab_items(model))
-        out = add_to_tokenizer_json(out, plan.added, len(plan.kept), known=known)
     return out
 
 

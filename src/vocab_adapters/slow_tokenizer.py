@@ -376,14 +376,32 @@ def _byte_bpe_state(plan: VocabPlan, tokenizer: Any) -> dict[str, Any]:
 
 
 def _sentencepiece_state(plan: VocabPlan, tokenizer: Any) -> dict[str, Any]:
-    import sentencepiece
-
+    """The reduced state of a sentencepiece tokenizer: validate, rebuild the proto, collect."""
     found = _sp_processor(tokenizer)
     assert found is not None
     owner, processor = found
     proto = _sp_proto(processor)
     offset = _fairseq_offset(tokenizer)
-    n_pieces = len(proto.pieces)
+    kept_pieces = [old - offset for old in plan.kept if 0 <= old - offset < len(proto.pieces)]
+    _check_sentencepiece_plan(plan, tokenizer, proto, offset, kept_pieces)
+    table = _fairseq_table(plan, tokenizer)  # validated before anything is built
+    pieces = [proto.pieces[s] for s in kept_pieces]
+    kwargs = vars(tokenizer).get("sp_model_kwargs") or {}
+    new_processor = _reduced_processor(proto, kept_pieces, kwargs)
+    state = _processor_state(tokenizer, owner, new_processor, pieces)
+    if table is not None:
+        state["fairseq_tokens_to_ids"] = table
+        if isinstance(vars(tokenizer).get("fairseq_ids_to_tokens"), dict):
+            state["fairseq_ids_to_tokens"] = {v: k for k, v in table.items()}
+    if isinstance(vars(tokenizer).get("vocab_file"), str):
+        state["vocab_file"] = _in_memory_path(tokenizer.vocab_file)
+    return state
+
+
+def _check_sentencepiece_plan(
+    plan: VocabPlan, tokenizer: Any, proto: Any, offset: int, kept_pieces: list[int]
+) -> None:
+    """BPE: closed under the merges; Unigram: the lowest piece kept; the unknown piece kept."""
     if proto.trainer_spec.model_type == _SP_BPE:
         vocab = {p.piece: i + offset for i, p in enumerate(proto.pieces) if p.type == _SP_NORMAL}
         _require_closed(plan, vocab, _sp_merges(proto), "sentencepiece BPE")
@@ -396,61 +414,71 @@ def _sentencepiece_state(plan: VocabPlan, tokenizer: Any) -> dict[str, Any]:
                 "text differently; close the plan first: plan = "
                 "vocab_adapters.slow_tokenizer.close_plan(plan, tokenizer)"
             )
-    kept_pieces = [old - offset for old in plan.kept if 0 <= old - offset < n_pieces]
-    position = {s: j for j, s in enumerate(kept_pieces)}
     unknown = [i for i, p in enumerate(proto.pieces) if p.type == _SP_UNKNOWN]
-    if unknown and unknown[0] not in position:
+    if unknown and unknown[0] not in set(kept_pieces):
         raise VocabError(
             f"the plan drops the sentencepiece unknown piece {proto.pieces[unknown[0]].piece!r} "
             f"(id {unknown[0] + offset}); rebuild the plan with keep={unknown[0] + offset}, "
             "or close it: plan = vocab_adapters.slow_tokenizer.close_plan(plan, tokenizer)"
         )
-    pieces = [proto.pieces[s] for s in kept_pieces]
+
+
+def _fairseq_table(plan: VocabPlan, tokenizer: Any) -> dict[str, int] | None:
+    """The remapped fairseq token → id table (XLM-R under transformers 4), if there is one."""
+    table = vars(tokenizer).get("fairseq_tokens_to_ids")
+    if not isinstance(table, dict):
+        return None
+    new_table = {}
+    for token, old in table.items():
+        new = plan.old_to_new(old) if 0 <= old < plan.vocab_size else None
+        if new is None:
+            raise VocabError(
+                f"the plan drops {token!r} (id {old}) of the fairseq id table; rebuild the "
+                f"plan with keep={old}"
+            )
+        new_table[token] = new
+    return new_table
+
+
+def _reduced_processor(proto: Any, kept_pieces: list[int], kwargs: dict[str, Any]) -> Any:
+    """A new processor loaded from an in-memory copy of ``proto`` with the kept pieces only."""
+    import sentencepiece
+
+    position = {s: j for j, s in enumerate(kept_pieces)}
     reduced = type(proto)()
     reduced.CopyFrom(proto)
     del reduced.pieces[:]
-    reduced.pieces.extend(pieces)
+    reduced.pieces.extend(proto.pieces[s] for s in kept_pieces)
     spec = reduced.trainer_spec
     for name in ("unk_id", "bos_id", "eos_id", "pad_id"):
         old_id = getattr(spec, name)
         if old_id >= 0:
             setattr(spec, name, position.get(old_id, -1))
-    spec.vocab_size = len(pieces)
-    kwargs = vars(tokenizer).get("sp_model_kwargs") or {}
-    new_processor = sentencepiece.SentencePieceProcessor(**kwargs)
-    new_processor.LoadFromSerializedProto(reduced.SerializeToString())
+    spec.vocab_size = len(kept_pieces)
+    processor = sentencepiece.SentencePieceProcessor(**kwargs)
+    processor.LoadFromSerializedProto(reduced.SerializeToString())
+    return processor
 
+
+def _processor_state(
+    tokenizer: Any, owner: Any, processor: Any, pieces: list[Any]
+) -> dict[str, Any]:
+    """The tokenizer attributes that hold the processor (directly, or through DeBERTa's SPM)."""
     state: dict[str, Any] = {}
     if owner is tokenizer:
-        state["sp_model"] = new_processor
+        state["sp_model"] = processor
         if isinstance(vars(tokenizer).get("sp_model_proto"), bytes):
-            state["sp_model_proto"] = new_processor.serialized_model_proto()
-    else:  # DeBERTa-v2 under transformers 4: SPMTokenizer with its own vocab dicts
-        inner = _shallow_copy(owner)
-        inner.spm = new_processor
-        if isinstance(vars(owner).get("vocab"), dict):
-            inner.vocab = {p.piece: j for j, p in enumerate(pieces)}
-        if isinstance(vars(owner).get("ids_to_tokens"), list):
-            inner.ids_to_tokens = [p.piece for p in pieces]
-        if isinstance(vars(owner).get("vocab_file"), str):
-            inner.vocab_file = _in_memory_path(owner.vocab_file)
-        state["_tokenizer"] = inner
-    table = vars(tokenizer).get("fairseq_tokens_to_ids")
-    if isinstance(table, dict):
-        new_table = {}
-        for token, old in table.items():
-            new = plan.old_to_new(old) if 0 <= old < plan.vocab_size else None
-            if new is None:
-                raise VocabError(
-                    f"the plan drops {token!r} (id {old}) of the fairseq id table; rebuild the "
-                    f"plan with keep={old}"
-                )
-            new_table[token] = new
-        state["fairseq_tokens_to_ids"] = new_table
-        if isinstance(vars(tokenizer).get("fairseq_ids_to_tokens"), dict):
-            state["fairseq_ids_to_tokens"] = {v: k for k, v in new_table.items()}
-    if isinstance(vars(tokenizer).get("vocab_file"), str):
-        state["vocab_file"] = _in_memory_path(tokenizer.vocab_file)
+            state["sp_model_proto"] = processor.serialized_model_proto()
+        return state
+    inner = _shallow_copy(owner)  # DeBERTa-v2 under transformers 4: SPMTokenizer
+    inner.spm = processor
+    if isinstance(vars(owner).get("vocab"), dict):
+        inner.vocab = {p.piece: j for j, p in enumerate(pieces)}
+    if isinstance(vars(owner).get("ids_to_tokens"), list):
+        inner.ids_to_tokens = [p.piece for p in pieces]
+    if isinstance(vars(owner).get("vocab_file"), str):
+        inner.vocab_file = _in_memory_path(owner.vocab_file)
+    state["_tokenizer"] = inner
     return state
 
 

@@ -80,7 +80,9 @@ def test_sft_trainer_recipe(load_llm_tokenizer: Any, tmp_path: Path) -> None:
 
     full_pad = tok.convert_tokens_to_ids("<|endoftext|>")
     assert len(tok) == plan.vocab_size and tok.pad_token_id == full_pad
-    assert model.config.pad_token_id == full_pad  # SFTTrainer wrote the reduced id
+    # TRL 1.x writes the (reduced) pad id into the config; older TRL leaves it unset
+    written = (full_pad,) if int(trl.__version__.split(".")[0]) >= 1 else (None, full_pad)
+    assert model.config.pad_token_id in written
     weight = model.get_input_embeddings().weight.detach()
     dropped = [i for i in range(weight.shape[0]) if i >= plan.vocab_size or i not in plan.kept]
     assert torch.equal(weight[dropped], embedding_before[dropped])
@@ -92,7 +94,7 @@ def test_sft_trainer_recipe(load_llm_tokenizer: Any, tmp_path: Path) -> None:
 
     reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "out")).eval()
     tok2 = AutoTokenizer.from_pretrained(str(tmp_path / "out"))
-    assert reloaded.config.pad_token_id == full_pad
+    assert reloaded.config.pad_token_id in written
     prompt = tok2.apply_chat_template(
         MESSAGES[0][:1], add_generation_prompt=True, return_tensors="pt", return_dict=True
     )

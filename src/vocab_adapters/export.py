@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,24 @@ def export_reduced(
     if isinstance(model, (str, Path)) and st.is_sentence_transformer_dir(model):
         model = st.load(model)
     if st.is_sentence_transformer(model):
-        st.transformer_parts(model, tokenizer)
-        return st.export(model, plan, target, overwrite)
+        st_model = model
+        model, tokenizer = st.transformer_parts(st_model, tokenizer)
+        return _write(plan, model, tokenizer, target, lambda d: st_model.save(str(d)))
+
+    def save(directory: Path) -> None:
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+
+    return _write(plan, model, tokenizer, target, save)
+
+
+def _write(
+    plan: VocabPlan, model: Any, tokenizer: Any, target: Path, save: Callable[[Path], None]
+) -> Path:
+    """Apply, ``save`` into a staging directory, revert, then move it to ``target``.
+
+    Nothing is left behind if anything fails, and the model and tokenizer end as they were.
+    """
     if backend_of(tokenizer) is None:
         raise VocabError(
             f"export needs a fast tokenizer (got the slow {type(tokenizer).__name__}); load it "
@@ -71,8 +88,7 @@ def export_reduced(
     try:
         applied = apply_plan(plan, model=model, tokenizer=tokenizer)
         try:
-            model.save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
+            save(staging)
         finally:
             revert_plan(applied)
         plan.save(staging / PLAN_FILE)

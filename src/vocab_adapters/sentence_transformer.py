@@ -11,13 +11,11 @@ on the vocabulary. To train inside ``reduced_vocab``, pass ``st[0].auto_model`` 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from vocab_adapters.tokenizer_backend import backend_of
-from vocabcore import VocabError, VocabPlan
+from vocabcore import VocabError
 
 __all__ = ["is_sentence_transformer", "is_sentence_transformer_dir", "load", "transformer_parts"]
 
@@ -88,32 +86,3 @@ def transformer_parts(st_model: Any, tokenizer: Any = None) -> tuple[Any, Any]:
                 "(st_model.tokenizer), which its first module uses"
             )
     return auto_model, own
-
-
-def export(st_model: Any, plan: VocabPlan, target: Path, overwrite: bool) -> Path:
-    """Save ``st_model`` reduced by ``plan`` into ``target`` (see ``export_reduced``)."""
-    from vocab_adapters.export import PLAN_FILE
-    from vocab_adapters.session import apply_plan, revert_plan
-
-    auto_model, tokenizer = transformer_parts(st_model)
-    if backend_of(tokenizer) is None:
-        raise VocabError(
-            f"export needs a fast tokenizer (got the slow {type(tokenizer).__name__}); load "
-            "the SentenceTransformer with its fast tokenizer"
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        applied = apply_plan(plan, model=auto_model, tokenizer=tokenizer)
-        try:
-            st_model.save(str(staging))
-        finally:
-            revert_plan(applied)
-        plan.save(staging / PLAN_FILE)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target

@@ -29,11 +29,12 @@ __all__ = ["budget_order", "closure_pricer", "fit_budget", "unk_ids"]
 _Counts = np.ndarray[Any, np.dtype[np.int64]]
 
 
-def unk_ids(tokenizer: Any) -> set[int]:
+def unk_ids(tokenizer: Any, document: Mapping[str, Any] | None = None) -> set[int]:
     """The id of the tokenizer model's unk token (empty when it has none).
 
     Hugging Face tokenizers list it among their special ids already; a bare
     ``tokenizers.Tokenizer`` names it only in its model (``unk_token`` / ``unk_id``).
+    ``document`` is the backend's parsed JSON, when the caller has it already.
     """
     out: set[int] = set()
     unk = getattr(tokenizer, "unk_token_id", None)
@@ -41,7 +42,8 @@ def unk_ids(tokenizer: Any) -> set[int]:
         out.add(unk)
     backend = backend_of(tokenizer)
     if backend is not None:
-        _, document = tokenizer_document(backend)
+        if document is None:
+            _, document = tokenizer_document(backend)
         model = document.get("model") or {}
         if model.get("type") == "Unigram":
             if isinstance(model.get("unk_id"), int):

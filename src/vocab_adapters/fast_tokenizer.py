@@ -206,7 +206,6 @@ def fallback_ids(document: Mapping[str, Any]) -> set[int]:
     ``<0x00>`` .. ``<0xFF>`` pieces; present ones only.
     """
     model = _model_of(document)
-    vocab = _vocab_items(model)
     wanted: list[str] = []
     if model["type"] == "BPE" and _is_byte_level(document):
         from tokenizers import pre_tokenizers
@@ -214,6 +213,9 @@ def fallback_ids(document: Mapping[str, Any]) -> set[int]:
         wanted.extend(pre_tokenizers.ByteLevel.alphabet())
     if model.get("byte_fallback"):
         wanted.extend(f"<0x{b:02X}>" for b in range(256))
+    if not wanted:  # most models: no need to index the vocabulary (250k entries for XLM-R)
+        return set()
+    vocab = _vocab_items(model)
     return {vocab[t] for t in wanted if t in vocab}
 
 
@@ -489,7 +491,7 @@ class AppliedFastTokenizer(Applied):
                 "the tokenizer's backend was replaced after the plan was applied; revert "
                 "cannot tell what to restore. Revert before replacing it"
             )
-        size = backend.get_vocab_size(with_added_tokens=True)
+        size = _cheap_size(backend)
         if size != self.plan.new_size:
             raise VocabError(
                 f"tokens were added to the reduced tokenizer (size {size}, plan new_size "
@@ -551,18 +553,27 @@ def prepare(plan: VocabPlan, tokenizer: Any) -> PreparedFastTokenizer:
     cached = entry.extras.get(plan)
     if cached is None:
         reduced_doc = reduce_tokenizer_json(plan, entry.document)
-        cached = (dump_json(reduced_doc), reduced_doc["model"])
+        model = reduced_doc["model"]
+        pieces = None
+        if model["type"] == "Unigram":
+            pieces = [(piece, score) for piece, score in model["vocab"]]
+        cached = (dump_json(reduced_doc), model, _loader_text(reduced_doc), pieces)
         entry.extras.clear()  # keep one reduced tokenizer per tokenizer state
         entry.extras[plan] = cached
-    reduced_text, reduced_model = cached
+    reduced_text, reduced_model, loader_text, pieces = cached
     from tokenizers import Tokenizer, models
 
     try:
-        reduced = Tokenizer.from_str(reduced_text)
-        if reduced_model["type"] == "Unigram":
-            # Rebuild from Python floats: tokenizers' JSON reader may round scores by an ulp.
+        if loader_text is None:
+            reduced = Tokenizer.from_str(reduced_text)
+        else:
+            # Unigram: tokenizers' JSON reader may round scores by an ulp, so the model is
+            # built from the Python floats, and the JSON load carries a stand-in model that
+            # gives every added token its id (building the Unigram twice costs ~50 ms on 20k
+            # pieces).
+            reduced = Tokenizer.from_str(loader_text)
             reduced.model = models.Unigram(
-                [(piece, score) for piece, score in reduced_model["vocab"]],
+                pieces,
                 reduced_model.get("unk_id"),
                 bool(reduced_model.get("byte_fallback", False)),
             )
@@ -573,8 +584,42 @@ def prepare(plan: VocabPlan, tokenizer: Any) -> PreparedFastTokenizer:
     return PreparedFastTokenizer(plan, tokenizer, backend, reduced, reduced_text)
 
 
+def _loader_text(document: Mapping[str, Any]) -> str | None:
+    """For a Unigram document, the same JSON with a stand-in WordLevel model (else ``None``).
+
+    The stand-in holds exactly the added tokens at their ids, so loading assigns each added
+    token the id the Unigram model would give it; the real model is installed afterwards.
+    :func:`_check_reduced` verifies the ids.
+    """
+    model = document["model"]
+    if model.get("type") != "Unigram":
+        return None
+    added = {a["content"]: a["id"] for a in document.get("added_tokens") or ()}
+    unk_id = model.get("unk_id")
+    vocab = model["vocab"]
+    unk = vocab[unk_id][0] if isinstance(unk_id, int) and 0 <= unk_id < len(vocab) else None
+    if unk is not None:
+        added.setdefault(unk, unk_id)
+    standin = {"type": "WordLevel", "vocab": added, "unk_token": unk or "<unk>"}
+    return dump_json({**document, "model": standin})
+
+
+def _cheap_size(backend: Any) -> int:
+    """``backend.get_vocab_size(with_added_tokens=True)``, read without the token map.
+
+    The model's size plus the added tokens above it, when their ids run on without a gap (the
+    usual case; otherwise the backend is asked). The backend's own call builds the whole token
+    map (10-40 ms on large vocabularies in tokenizers < 0.23).
+    """
+    model_size = int(backend.get_vocab_size(with_added_tokens=False))
+    above = sorted(i for i in backend.get_added_tokens_decoder() if i >= model_size)
+    if above and above[-1] != model_size + len(above) - 1:
+        return int(backend.get_vocab_size(with_added_tokens=True))
+    return model_size + len(above)
+
+
 def _check_reduced(plan: VocabPlan, tokens: list[str | None], reduced: Any) -> None:
-    got = reduced.get_vocab_size(with_added_tokens=True)
+    got = _cheap_size(reduced)
     if got != plan.new_size:
         raise VocabError(
             f"the reduced tokenizer has {got} tokens, not the plan's new_size {plan.new_size}; "

@@ -781,16 +781,16 @@ def _plan_from_array(
 ) -> VocabPlan:
     from vocab_adapters.budget import unk_ids
 
-    keep_ids = keep_ids | _special_ids(tokenizer, size) | unk_ids(tokenizer)
-    document = None
+    document = entry.document if entry is not None else None
+    keep_ids = keep_ids | _special_ids(tokenizer, size) | unk_ids(tokenizer, document)
     if entry is not None:
         from vocab_adapters.fast_tokenizer import close_plan_with_document
 
-        document = entry.document
         stamp = entry.fingerprint(backend_of(tokenizer), size)
+        full_document = entry.document
 
         def close(p: VocabPlan) -> VocabPlan:
-            return close_plan_with_document(p, document)
+            return close_plan_with_document(p, full_document)
 
     else:
         stamp = fingerprint(tokenizer)

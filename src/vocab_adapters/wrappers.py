@@ -27,7 +27,7 @@ bitsandbytes, sharded counting).
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -70,29 +70,44 @@ def wrapper_name(module: object) -> str | None:
     >>> wrapper_name(torch.nn.Linear(2, 2)) is None
     True
     """
-    if isinstance(module, _wrapper_types()):
-        return type(module).__name__
+    return _wrapper_namer()(module)
+
+
+def _wrapper_namer() -> Callable[[object], str | None]:
+    """:func:`wrapper_name`, with the wrapper types looked up once (for walks over modules)."""
+    types = _wrapper_types()
     fsdp2 = _fsdp2_type()
-    if fsdp2 is not None and isinstance(module, fsdp2):
-        return "FSDP2 (fully_shard)"
-    cls = type(module)
-    if cls.__name__ == "DeepSpeedEngine" and cls.__module__.startswith("deepspeed"):
-        return "DeepSpeedEngine"
-    return None
+
+    def name_of(module: object) -> str | None:
+        if isinstance(module, types):
+            return type(module).__name__
+        if fsdp2 is not None and isinstance(module, fsdp2):
+            return "FSDP2 (fully_shard)"
+        cls = type(module)
+        if cls.__name__ == "DeepSpeedEngine" and cls.__module__.startswith("deepspeed"):
+            return "DeepSpeedEngine"
+        return None
+
+    return name_of
 
 
-def _sharded_parameter(param: torch.Tensor) -> str | None:
+def _shard_detector() -> Callable[[torch.Tensor], str | None]:
+    """What shards a parameter (``None`` for a plain one), with DTensor looked up once."""
     try:
         from torch.distributed.tensor import DTensor
     except ImportError:  # pragma: no cover - torch without distributed
         DTensor = ()  # type: ignore[assignment,misc]
-    if isinstance(param, DTensor):
-        return "FSDP2 (fully_shard) or tensor parallelism: it is a DTensor"
-    if getattr(param, "_is_flat_param", False):
-        return "FSDP1: it is a FlatParameter"
-    if hasattr(param, "ds_id"):
-        return "DeepSpeed ZeRO-3: it is partitioned"
-    return None
+
+    def sharded(param: torch.Tensor) -> str | None:
+        if isinstance(param, DTensor):
+            return "FSDP2 (fully_shard) or tensor parallelism: it is a DTensor"
+        if getattr(param, "_is_flat_param", False):
+            return "FSDP1: it is a FlatParameter"
+        if hasattr(param, "ds_id"):
+            return "DeepSpeed ZeRO-3: it is partitioned"
+        return None
+
+    return sharded
 
 
 def _live_wrappers(model: nn.Module, deepspeed: bool) -> Iterator[nn.Module]:
@@ -157,16 +172,18 @@ def check_unwrapped(model: Any, action: str = "apply") -> None:
     if not isinstance(model, nn.Module):
         return
     verb = "apply a plan to" if action == "apply" else "revert a plan on"
+    name_of = _wrapper_namer()
     for path, module in model.named_modules():
-        name = wrapper_name(module)
+        name = name_of(module)
         if name is not None:
             where = "the model is" if not path else f"its submodule {path!r} is"
             raise VocabError(
                 f"cannot {verb} a model wrapped for distributed training: {where} a {name}; "
                 + _advice(action, name)
             )
+    sharded_by = _shard_detector()
     for qualname, param in model.named_parameters():
-        sharded = _sharded_parameter(param)
+        sharded = sharded_by(param)
         if sharded is not None:
             raise VocabError(
                 f"cannot {verb} a sharded model: parameter {qualname!r} is sharded by "

@@ -109,9 +109,7 @@ def test_property_random_corpus(
     picked = data.draw(st.lists(st.sampled_from(corpus_texts), min_size=1, max_size=12))
     generated = data.draw(
         st.lists(
-            st.text(
-                st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30
-            )
+            st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
             | st.sampled_from(["", "  ", "\t\n", "🤗🤗", "héllo wörld"]),
             max_size=6,
         )
@@ -315,3 +313,34 @@ def test_bare_revert_is_exact_for_unigram(
     applied = fast_tokenizer.apply(plan_from_texts(tok, corpus_texts[:5]), tok)
     applied.revert()
     assert tok.to_str() == original
+
+
+def test_size_without_token_map_equals_backend(trained_tokenizers: dict[str, Tokenizer]) -> None:
+    """``len(tokenizer)`` read from the model size and added ids equals the backend's count."""
+    for name, original in trained_tokenizers.items():
+        tok = wrap_hf(name, original)
+        tok.add_tokens(["brand-new-token", "another-new-token"])
+        tok.add_special_tokens({"additional_special_tokens": ["<extra-special>"]})
+        backend = tok.backend_tokenizer
+        expected = backend.get_vocab_size(with_added_tokens=True)
+        assert fast_tokenizer._cheap_size(backend) == expected == len(tok), name
+
+
+def test_unigram_added_tokens_keep_their_ids(hf_trained_tokenizers: dict[str, Any]) -> None:
+    """The Unigram load goes through a stand-in model: added tokens still land on their ids."""
+    tok = wrap_hf("unigram", hf_trained_tokenizers["unigram"].backend_tokenizer)
+    tok.add_tokens(["brand-new-token"])
+    tok.add_special_tokens({"additional_special_tokens": ["<extra-special>"]})
+    size = len(tok)
+    plan = VocabPlan(size, sorted({*range(0, size, 3), *tok.all_special_ids, size - 2, size - 1}))
+    plan = close_plan(plan, tok)
+    applied = fast_tokenizer.apply(plan, tok)
+    try:
+        for token in ("brand-new-token", "<extra-special>"):
+            old_id = applied._original.token_to_id(token)
+            tok_id = tok.convert_tokens_to_ids(token)
+            assert tok_id == plan.old_to_new(old_id), token
+        assert tok.backend_tokenizer.get_vocab_size(with_added_tokens=True) == plan.new_size
+    finally:
+        applied.revert()
+    assert len(tok) == size

@@ -282,7 +282,7 @@ def _check_kept(plan: VocabPlan, tokenizer: Any, tokens: list[str | None]) -> No
 
 
 def slow_token_pieces(tokenizer: Any, tokens: Any) -> list[list[int]]:
-    """Ids of the pieces ``tokenizer`` splits each token's pre-token into (WordPiece, BPE)."""
+    """Ids of the pieces ``tokenizer`` splits each token's pre-token into (every family)."""
     from vocab_adapters.added_tokens import _wordpiece_pieces
 
     family = _family(tokenizer)
@@ -294,6 +294,10 @@ def slow_token_pieces(tokenizer: Any, tokens: Any) -> list[list[int]]:
         unk = encoder.get(str(getattr(tokenizer, "unk_token", None)))
         pieces = [tokenizer.bpe(t).split(" ") for t in tokens]
         return [[encoder.get(p, unk) for p in ps] for ps in pieces]
+    if family == _SENTENCEPIECE:
+        from vocab_adapters.sp_added import sentencepiece_token_pieces
+
+        return sentencepiece_token_pieces(tokenizer, list(tokens))
     raise VocabError(
         f"adding tokens to a slow {family} tokenizer is not supported; load the fast tokenizer "
         "(use_fast=True) to add tokens"
@@ -301,7 +305,7 @@ def slow_token_pieces(tokenizer: Any, tokens: Any) -> list[list[int]]:
 
 
 def _add_slow_tokens(plan: VocabPlan, tokenizer: Any, new: dict[str, Any]) -> None:
-    """Add ``plan.added`` to the reduced state ``new`` (WordPiece vocab, byte-level BPE merges)."""
+    """Add ``plan.added`` to the reduced state ``new`` (vocab entries, merges or pieces)."""
     from vocab_adapters.added_tokens import check_new_tokens
 
     check_new_tokens(tokenizer.get_vocab(), plan.added)
@@ -311,11 +315,11 @@ def _add_slow_tokens(plan: VocabPlan, tokenizer: Any, new: dict[str, Any]) -> No
             new["vocab"][token] = first + k
             new["ids_to_tokens"][first + k] = token
         return
-    if "bpe_ranks" not in new:
-        raise VocabError(
-            "adding tokens to a slow sentencepiece tokenizer is not supported; load the fast "
-            "tokenizer (use_fast=True) to add tokens"
-        )
+    if "bpe_ranks" not in new:  # sentencepiece: new pieces in the in-memory model proto
+        from vocab_adapters.sp_added import add_sentencepiece_tokens
+
+        add_sentencepiece_tokens(plan, tokenizer, new)
+        return
     # Byte-level BPE: one merge of the two pieces BPE leaves for the pre-token, ranked last.
     clone = _shallow_copy(tokenizer)
     clone.__dict__.update(new)

@@ -19,7 +19,8 @@ pieces' own form) become new pieces of that copy, of type NORMAL, at the ids aft
 
 The proto is laid out so that piece ``j`` has id ``j + fairseq_offset``. Ids between the last
 kept piece and the first added token held by tokenizer-level added tokens (CamemBERT's and
-DeBERTa's ``<mask>``) get CONTROL pieces of the same text, which encoding never produces.
+DeBERTa's ``<mask>``, T5's ``<extra_id_*>``) get CONTROL pieces of the same text, which
+encoding never produces.
 XLM-R under transformers 4 counts its ``<mask>`` after the pieces in its fairseq id table (the
 class adds 1 to the number of pieces), so there the added pieces follow the kept ones directly
 and the table maps their text to their ids.
@@ -32,7 +33,7 @@ from typing import Any
 
 from vocabcore import VocabError, VocabPlan
 
-__all__ = ["add_sentencepiece_tokens", "check_keep_added", "sentencepiece_token_pieces"]
+__all__ = ["check_keep_added", "extend_proto", "sentencepiece_token_pieces"]
 
 # sentencepiece ModelProto.SentencePiece.Type and TrainerSpec.ModelType values
 _NORMAL, _CONTROL, _USER_DEFINED, _BPE = 1, 3, 4, 2
@@ -55,17 +56,11 @@ def _model_only(proto: Any) -> Any:
     return processor
 
 
-def _original_proto(tokenizer: Any) -> Any:
-    from vocab_adapters.slow_tokenizer import _sp_processor, _sp_proto
-
-    found = _sp_processor(tokenizer)
-    assert found is not None
-    return _sp_proto(found[1])
-
-
-def sentencepiece_token_pieces(tokenizer: Any, tokens: Sequence[str]) -> list[list[int]]:
-    """Tokenizer ids of the pieces the sentencepiece model splits each token's text into."""
-    processor = _model_only(_original_proto(tokenizer))
+def sentencepiece_token_pieces(
+    tokenizer: Any, proto: Any, tokens: Sequence[str]
+) -> list[list[int]]:
+    """Tokenizer ids of the pieces ``proto`` (the tokenizer's model) splits each token into."""
+    processor = _model_only(proto)
     out = []
     for token in tokens:
         pieces = processor.encode(str(token), out_type=str)
@@ -126,87 +121,64 @@ def _scores(proto: Any, tokens: Sequence[str]) -> list[float]:
     return [scores[k] for k in range(len(tokens))]
 
 
-def _fairseq_gap(table: Any, gap: range) -> bool:
-    """Whether the fairseq table holds every id of ``gap`` (XLM-R's ``<mask>`` after pieces)."""
-    return isinstance(table, dict) and len(gap) > 0 and set(gap) <= set(table.values())
+def extend_proto(
+    plan: VocabPlan,
+    proto: Any,
+    offset: int,
+    table: dict[str, int] | None,
+    added_tokens: dict[int, str],
+) -> tuple[Any, dict[str, int] | None]:
+    """The reduced ``proto`` with ``plan.added`` as new pieces, and the fairseq table to use.
 
+    Args:
+        plan: The plan; its added tokens take ids ``len(plan.kept) + k``.
+        proto: The reduced model proto (the kept pieces; piece ``j`` has id ``j + offset``).
+        offset: The tokenizer's fairseq offset (0 for most classes).
+        table: The reduced fairseq token → id table, if the tokenizer has one.
+        added_tokens: New id → text of the tokenizer-level added tokens.
 
-def add_sentencepiece_tokens(plan: VocabPlan, tokenizer: Any, new: dict[str, Any]) -> None:
-    """Put ``plan.added`` into the reduced state ``new`` of a sentencepiece tokenizer.
-
-    ``new`` is what :func:`vocab_adapters.slow_tokenizer._sentencepiece_state` computed for
-    ``plan`` (its processor holds the kept pieces); it is updated with a processor that also
-    holds the added tokens, and with their fairseq table entries where the class needs them.
+    Returns:
+        The new proto, and the grown fairseq table (``None`` where the table is left as is).
 
     Raises:
-        VocabError: A token cannot be made reachable (see the module docstring), or the
-            layout leaves no place for it.
+        VocabError: A token cannot be made reachable (see the module docstring).
     """
-    import sentencepiece
-
-    from vocab_adapters.slow_tokenizer import (
-        _fairseq_offset,
-        _processor_state,
-        _sp_processor,
-        _sp_proto,
-    )
-
-    found = _sp_processor(tokenizer)
-    assert found is not None
-    owner = found[0]
-    current = new["sp_model"] if "sp_model" in new else new["_tokenizer"].spm
-    proto = _sp_proto(current)
-    offset = _fairseq_offset(tokenizer)
     first = len(plan.kept)
     gap = range(len(proto.pieces) + offset, first)
-    table = new.get("fairseq_tokens_to_ids")
-    in_table = _fairseq_gap(table, gap)
+    in_table = table is not None and len(gap) > 0 and set(gap) <= set(table.values())
     extended = type(proto)()
     extended.CopyFrom(proto)
     if not in_table:
-        decoder = {
-            plan.old_to_new(i): str(t) for i, t in vars(tokenizer)["_added_tokens_decoder"].items()
-        }
         texts = {p.piece for p in proto.pieces} | set(plan.added)
         for i in gap:
-            text = decoder.get(i) or ""
+            text = added_tokens.get(i) or ""
             if not text or text in texts:
                 text = f"<vocabcore-unused-{i}>"
             extended.pieces.add(piece=text, score=0.0, type=_CONTROL)
     for token, score in zip(plan.added, _scores(extended, plan.added), strict=True):
         extended.pieces.add(piece=token, score=score, type=_NORMAL)
     extended.trainer_spec.vocab_size = len(extended.pieces)
-    kwargs = vars(tokenizer).get("sp_model_kwargs") or {}
-    processor = sentencepiece.SentencePieceProcessor(**kwargs)
-    processor.LoadFromSerializedProto(extended.SerializeToString())
-    new.update(_processor_state(tokenizer, owner, processor, list(extended.pieces)))
-    if in_table:
-        assert isinstance(table, dict)
-        grown = dict(table)
-        grown.update({token: first + k for k, token in enumerate(plan.added)})
-        new["fairseq_tokens_to_ids"] = grown
-        if "fairseq_ids_to_tokens" in new:
-            new["fairseq_ids_to_tokens"] = {v: k for k, v in grown.items()}
+    if not in_table or table is None:
+        return extended, None
+    grown = dict(table)
+    grown.update({token: first + k for k, token in enumerate(plan.added)})
+    return extended, grown
 
 
-def check_keep_added(tokenizer: Any) -> None:
+def check_keep_added(name: str, table: dict[str, int] | None, end: int) -> None:
     """Refuse ``keep_added`` where the grown tokenizer would not reload with the same ids.
 
-    XLM-R under transformers 4 places ``<mask>`` after the sentencepiece pieces through its
-    fairseq id table; pieces appended for the added tokens are saved before it, so a saved and
-    reloaded tokenizer would number them (and ``<mask>``) differently.
-    """
-    from vocab_adapters.slow_tokenizer import _SENTENCEPIECE, _fairseq_offset, _family
+    XLM-R under transformers 4 places ``<mask>`` after the sentencepiece pieces (ids below
+    ``end``) through its fairseq id table; pieces appended for the added tokens are saved before
+    it, so a saved and reloaded tokenizer would number them (and ``<mask>``) differently.
 
-    if _family(tokenizer) != _SENTENCEPIECE:
-        return
-    table = vars(tokenizer).get("fairseq_tokens_to_ids")
-    end = len(_original_proto(tokenizer).pieces) + _fairseq_offset(tokenizer)
+    >>> check_keep_added("T5Tokenizer", None, 100)
+    """
     after = sorted(t for t, i in (table or {}).items() if i >= end)
     if after:
         raise VocabError(
-            f"keep_added cannot grow this {type(tokenizer).__name__}: its fairseq id table puts "
-            f"{after[0]!r} after the sentencepiece pieces, so a saved and reloaded tokenizer "
-            "would give the added pieces other ids; revert without keep_added, or use the fast "
-            "tokenizer (use_fast=True) to keep added tokens"
+            f"keep_added cannot grow this {name}: its fairseq id table puts {after[0]!r} after "
+            "the sentencepiece pieces, so a saved and reloaded tokenizer would give the added "
+            "pieces other ids; revert without keep_added, or use the fast tokenizer "
+            "(use_fast=True) to keep added tokens"
         )

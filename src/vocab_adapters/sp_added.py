@@ -92,6 +92,7 @@ def _scores(proto: Any, tokens: Sequence[str]) -> list[float]:
     bpe = proto.trainer_spec.model_type == _BPE
     lowest, highest = min(normal), max(normal)
     user_defined = any(p.type == _USER_DEFINED for p in proto.pieces)
+    _check_normalized(proto, tokens)
     trial = type(proto)()
     trial.CopyFrom(proto)
     processor = _model_only(trial)
@@ -104,8 +105,8 @@ def _scores(proto: Any, tokens: Sequence[str]) -> list[float]:
             processor = _model_only(trial)
         ids = [int(i) for i in processor.encode(token)]
         _refuse_pieces(token, trial, ids, bpe)
-        if bpe:
-            next_bpe -= 1.0
+        if bpe:  # below every score so far, by at least 8 float32 steps
+            next_bpe -= max(1.0, abs(next_bpe) * 2.0**-20)
             scores[k] = next_bpe
         else:
             scores[k] = max(sum(float(trial.pieces[i].score) for i in ids) + 1.0, lowest)
@@ -117,8 +118,29 @@ def _scores(proto: Any, tokens: Sequence[str]) -> list[float]:
                     "(use_fast=True) to add it"
                 )
         trial.pieces.add(piece=token, score=scores[k], type=_NORMAL)
+        next_bpe = min(next_bpe, trial.pieces[-1].score)  # as stored (float32)
         done.append(token)
     return [scores[k] for k in range(len(tokens))]
+
+
+def _check_normalized(proto: Any, tokens: Sequence[str]) -> None:
+    """Refuse tokens that the model's normalizer changes: normalized text never holds them."""
+    import sentencepiece
+
+    spec = type(proto)()
+    spec.CopyFrom(proto)
+    spec.normalizer_spec.add_dummy_prefix = False
+    spec.normalizer_spec.remove_extra_whitespaces = False
+    processor = sentencepiece.SentencePieceProcessor()
+    processor.LoadFromSerializedProto(spec.SerializeToString())
+    for token in tokens:
+        normalized = processor.normalize(token)
+        if normalized != token:
+            raise VocabError(
+                f"cannot add {token!r} to this sentencepiece model: its normalizer turns that "
+                f"text into {normalized!r}, so normalized text never holds it; add "
+                f"{normalized!r} (the token form writes a space as '\u2581')"
+            )
 
 
 def extend_proto(

@@ -181,7 +181,7 @@ def test_refusals_change_nothing(case: SlowCase, slow_plan_texts: list[str]) -> 
     plan = plan_from_texts(tok, slow_plan_texts)
     state = {name: id(value) for name, value in vars(tok).items()}
     proto = _proto_bytes(tok)
-    refused = ["▁zz☃qq"]  # an unknown character
+    refused = ["▁zz☃qq", "▁in order", "▁ｆｏｏbar"]  # an unknown character; normalized text
     if case.bpe:  # a word of more than two pieces
         word = next(
             "".join(w)
@@ -190,7 +190,7 @@ def test_refusals_change_nothing(case: SlowCase, slow_plan_texts: list[str]) -> 
             if len(w) > 2 and "".join(w) not in tok.get_vocab()
         )
         refused.append(word)
-    messages = ["unknown or byte pieces", "two"]
+    messages = ["unknown or byte pieces", "'▁in▁order'", "'▁foobar'", "two"]
     for token, message in zip(refused, messages, strict=False):
         with pytest.raises(VocabError, match=message):
             slow_tokenizer.apply(plan.adding([token]), tok)

@@ -181,7 +181,7 @@ def test_refusals_change_nothing(case: SlowCase, slow_plan_texts: list[str]) -> 
     plan = plan_from_texts(tok, slow_plan_texts)
     state = {name: id(value) for name, value in vars(tok).items()}
     proto = _proto_bytes(tok)
-    refused = ["▁zz☃qq", "▁in order", "▁ｆｏｏbar"]  # an unknown character; normalized text
+    refused = ["▁zz☃qq", "▁in order", "▁\uff46\uff4f\uff4fbar"]  # unknown; normalized
     if case.bpe:  # a word of more than two pieces
         word = next(
             "".join(w)

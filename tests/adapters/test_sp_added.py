@@ -77,7 +77,7 @@ def _tokens(tok: Any, texts: list[str]) -> list[str]:
 
 
 def test_added_pieces_are_reachable_and_revert_is_exact(
-    case: SlowCase, slow_plan_texts: list[str]
+    case: SlowCase, slow_plan_texts: list[str], tmp_path: Path
 ) -> None:
     original, tok = case.make(), case.make()
     tokens = _tokens(tok, slow_plan_texts)
@@ -94,6 +94,10 @@ def test_added_pieces_are_reachable_and_revert_is_exact(
         assert new_id in tok.encode(f"see {token[1:]} here", add_special_tokens=False)
     sentences = [f"{t[1:]} and {t[1:]}." for t in tokens]
     assert _check_texts(original, tok, plan, [*slow_plan_texts, *sentences]) > 0
+    if not _keep_added_refused(tok):  # saved while applied, it loads as it is
+        tok.save_pretrained(str(tmp_path))
+        again = type(tok).from_pretrained(str(tmp_path))
+        assert [again.encode(t) for t in sentences] == [tok.encode(t) for t in sentences]
     applied.revert()
     assert _proto_bytes(tok) == proto and tok.get_vocab() == vocab
     for text in slow_plan_texts[:20]:

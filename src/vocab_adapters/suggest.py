@@ -8,12 +8,12 @@ tokenizer's own token form (``get_vocab()`` style: ``"Ġword"`` after a space in
 suffix), ready for ``plan.adding(...)`` / ``plan_from_texts(..., add_tokens=...)``.
 
 Only tokens that can be added are suggested: for a BPE model that can neither look whole words
-up nor switch that on safely (see :mod:`vocab_adapters.added_tokens`), pre-tokens of exactly two
-pieces (also for slow byte-level BPE and sentencepiece BPE tokenizers); never pre-tokens holding
-byte-fallback or unknown pieces of a BPE model. A slow sentencepiece tokenizer's words start at
-each piece beginning with ``"▁"``. A model without
-a pre-tokenizer (Llama 2 style, where the whole text is one pre-token) is cut into words before
-each ``"▁"``.
+up nor switch that on safely (see :mod:`vocab_adapters.added_tokens`), and for slow byte-level
+BPE and sentencepiece BPE tokenizers, pre-tokens of exactly two pieces; never pre-tokens holding
+byte-fallback or unknown pieces of a BPE model, or unknown or byte pieces of a slow
+sentencepiece model. A model without a pre-tokenizer (Llama 2 style, where the whole text is
+one pre-token) is cut into words before each ``"▁"``; so are the pieces of a slow sentencepiece
+tokenizer.
 """
 
 from __future__ import annotations
@@ -107,9 +107,14 @@ def _slow_words(tokenizer: Any, texts: Iterable[Any]) -> tuple[Counter[tuple[str
                     words[tuple(tokenizer.bpe(chars).split(" "))] += 1
         return words, family
     if family == _SENTENCEPIECE:
+        from vocab_adapters.slow_tokenizer import _sp_processor, _sp_proto
+
+        found = _sp_processor(tokenizer)
+        assert found is not None
+        normal = {p.piece for p in _sp_proto(found[1]).pieces if p.type == 1}  # NORMAL pieces
         for batch in _batches(texts, 1000):
             for text in batch:
-                _sentencepiece_words(tokenizer, text, words)
+                _sentencepiece_words(tokenizer, text, words, normal)
         return words, family
     raise VocabError(
         f"suggest_tokens supports fast tokenizers and slow WordPiece / byte-level BPE / "
@@ -117,13 +122,14 @@ def _slow_words(tokenizer: Any, texts: Iterable[Any]) -> tuple[Counter[tuple[str
     )
 
 
-def _sentencepiece_words(tokenizer: Any, text: str, words: Counter[tuple[str, ...]]) -> None:
+def _sentencepiece_words(
+    tokenizer: Any, text: str, words: Counter[tuple[str, ...]], normal: set[str]
+) -> None:
     """Count the words of ``text`` as pieces: a word starts at each piece beginning with ``▁``.
 
-    Tokenizer-level added tokens end a word; unknown characters are written as the unknown
-    token (so that the word is not suggested).
+    Tokenizer-level added tokens end a word; unknown characters and byte pieces (anything but
+    a ``normal`` piece) are written as the unknown token, so that the word is not suggested.
     """
-    unk_id = tokenizer.unk_token_id
     added = tokenizer.added_tokens_encoder
     current: list[str] = []
     for piece in tokenizer.tokenize(text):
@@ -133,8 +139,7 @@ def _sentencepiece_words(tokenizer: Any, text: str, words: Counter[tuple[str, ..
             current = []
             if piece in added:
                 continue
-        known = tokenizer.convert_tokens_to_ids(piece) != unk_id
-        current.append(piece if known else str(tokenizer.unk_token))
+        current.append(piece if piece in normal else str(tokenizer.unk_token))
     if current:
         words[tuple(current)] += 1
 

@@ -306,3 +306,30 @@ def test_unigram_with_user_defined_symbols_refuses_a_top_score(
     with pytest.raises(VocabError, match="user-defined symbols"):
         slow_tokenizer.apply(plan, tok)
     assert _proto_bytes(tok) == before and len(tok) == plan.vocab_size
+
+
+def test_byte_fallback_pieces_are_neither_suggested_nor_added(
+    slow_corpus: list[str], tmp_path: Path
+) -> None:
+    import sentencepiece as spm
+    import transformers
+
+    rare = "\u2603\u2604 snowman comet \u2603\u2604"  # characters left to byte pieces
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter([*slow_corpus[:400], rare]),
+        model_prefix=str(tmp_path / "bytes"),
+        vocab_size=500,
+        model_type="unigram",  # (BPE never suggests them: bytes make three pieces or more)
+        byte_fallback=True,
+        character_coverage=0.99,
+        minloglevel=2,
+        num_threads=1,
+    )
+    cls = transformers.SentencePieceBackend if V5 else transformers.LlamaTokenizer
+    tok = cls(vocab_file=str(tmp_path / "bytes.model"), unk_token="<unk>")
+    texts = [rare] * 5
+    assert any(p.startswith("<0x") for p in tok.tokenize(rare))
+    assert all("<0x" not in t for t in suggest_tokens(tok, texts, n=20, min_count=1))
+    plan = VocabPlan.identity(len(tok)).adding(["\u2581\u2603\u2604"])
+    with pytest.raises(VocabError, match="unknown or byte pieces"):
+        slow_tokenizer.apply(plan, tok)

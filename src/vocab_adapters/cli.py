@@ -225,7 +225,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(stats, indent=2, sort_keys=True))
         return 0
-    print(f"kept tokens:          {plan.new_size:,} of {plan.vocab_size:,}")
+    print(f"kept tokens:          {len(plan.kept):,} of {plan.vocab_size:,}")
+    if plan.added:
+        print(f"added tokens:         {len(plan.added):,}")
     print(f"vocabulary removed:   {plan.removed_fraction:.1%}")
     if args.model:
         print(f"parameters before:    {stats['params_before']:,}")

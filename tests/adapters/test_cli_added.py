@@ -72,6 +72,8 @@ def test_plan_adds_listed_tokens(
     assert main([*base, "-q", "--add-token", "ibuprofen", "--add-token", "##ofen"]) == 0
     assert VocabPlan.load(out).added == ("ibuprofen", "##ofen")
     assert "added 2 tokens" in capsys.readouterr().out
+    assert main(["stats", str(out)]) == 0
+    assert "added tokens:         2" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -73,8 +73,8 @@ def _refuse_pieces(token: str, proto: Any, ids: list[int], bpe: bool) -> None:
     if kinds != {_NORMAL}:
         raise VocabError(
             f"cannot add {token!r} to this sentencepiece model: its text needs unknown or byte "
-            "pieces, which no piece score can join; add only tokens made of characters the "
-            "vocabulary has"
+            "pieces (or user-defined symbols), which no piece score can join; add only tokens "
+            "made of characters the vocabulary has"
         )
     if bpe and len(ids) != 2:
         raise VocabError(

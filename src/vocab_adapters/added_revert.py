@@ -141,6 +141,7 @@ def _grown_tokenizer(plan: VocabPlan, applied_stage: Any, tokenizer: Any) -> Any
     if isinstance(applied_stage, slow_tokenizer.SlowTokenizerApplied):
         clone = slow_tokenizer._shallow_copy(tokenizer)
         clone.__dict__.update(applied_stage._old)
+        slow_tokenizer._check_keep_added(clone)
         prepared = slow_tokenizer.prepare(grow, clone)
         state = prepared._new
         old = {name: applied_stage._old[name] for name in state if name in applied_stage._old}

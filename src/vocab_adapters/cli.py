@@ -1,4 +1,4 @@
-"""The ``vocabcore`` command: plan, stats, export, demo."""
+"""The ``vocabcore`` command: plan, suggest, stats, export, demo."""
 
 from __future__ import annotations
 
@@ -87,9 +87,18 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from vocab_adapters.text_files import iter_texts
     from vocab_adapters.texts import plan_from_texts
 
+    if args.add_min_count is not None and args.add_tokens is None:
+        _fail("--add-min-count needs --add-tokens N (it filters the suggested tokens)")
     tokenizer = load_tokenizer(args.tokenizer)
-    texts = iter_texts(args.texts, args.column or ())
+    texts: Any = iter_texts(args.texts, args.column or ())
     keep: list[int | str] = list(args.keep or [])
+    add_tokens: list[str] | None = list(args.add_token) if args.add_token else None
+    if args.add_tokens is not None:  # suggestions: the texts are read twice
+        from vocab_adapters.suggest import suggest_tokens
+
+        texts = list(texts)
+        min_count = 5 if args.add_min_count is None else args.add_min_count
+        add_tokens = suggest_tokens(tokenizer, texts, args.add_tokens, min_count)
     plan = plan_from_texts(
         tokenizer,
         texts,
@@ -97,13 +106,30 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         keep=keep,
         progress=None if not args.quiet else False,
         max_size=args.max_size,
+        add_tokens=add_tokens,
     )
     plan = plan.with_metadata(corpus=str(Path(args.texts).name))
     plan.save(args.output)
+    added = f", added {len(plan.added):,} tokens" if plan.added else ""
     print(
-        f"kept {plan.new_size:,} of {plan.vocab_size:,} tokens "
-        f"({plan.removed_fraction:.1%} of the vocabulary removed) -> {args.output}"
+        f"kept {len(plan.kept):,} of {plan.vocab_size:,} tokens "
+        f"({plan.removed_fraction:.1%} of the vocabulary removed){added} -> {args.output}"
     )
+    return 0
+
+
+def _cmd_suggest(args: argparse.Namespace) -> int:
+    from vocab_adapters.suggest import suggest_tokens
+    from vocab_adapters.text_files import iter_texts
+
+    tokenizer = load_tokenizer(args.tokenizer)
+    texts = iter_texts(args.texts, args.column or ())
+    tokens = suggest_tokens(tokenizer, texts, args.n, args.min_count)
+    if args.json:
+        print(json.dumps(tokens, ensure_ascii=False))
+    else:
+        for token in tokens:
+            print(token)
     return 0
 
 
@@ -199,7 +225,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(stats, indent=2, sort_keys=True))
         return 0
-    print(f"kept tokens:          {plan.new_size:,} of {plan.vocab_size:,}")
+    print(f"kept tokens:          {len(plan.kept):,} of {plan.vocab_size:,}")
+    if plan.added:
+        print(f"added tokens:         {len(plan.added):,}")
     print(f"vocabulary removed:   {plan.removed_fraction:.1%}")
     if args.model:
         print(f"parameters before:    {stats['params_before']:,}")
@@ -319,9 +347,45 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--max-size", type=int, help="keep at most this many ids (most frequent first)"
     )
+    adding = plan.add_mutually_exclusive_group()
+    adding.add_argument(
+        "--add-tokens",
+        type=_positive_int,
+        metavar="N",
+        help="add the N tokens 'vocabcore suggest' would suggest for these texts",
+    )
+    adding.add_argument(
+        "--add-token",
+        action="append",
+        metavar="TOKEN",
+        help="add this token, in the tokenizer's token form (repeat for more)",
+    )
+    plan.add_argument(
+        "--add-min-count",
+        type=_positive_int,
+        metavar="K",
+        help="with --add-tokens: suggest words seen at least K times (5)",
+    )
     plan.add_argument("-o", "--output", required=True, help="where to write plan.json")
     plan.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     plan.set_defaults(func=_cmd_plan)
+
+    suggest = sub.add_parser(
+        "suggest", help="words the texts split into the most extra tokens (tokens to add)"
+    )
+    suggest.add_argument("--tokenizer", required=True, help="directory of a saved tokenizer")
+    suggest.add_argument(
+        "--texts", required=True, help=".txt, .jsonl, .csv, .parquet or a saved dataset dir"
+    )
+    suggest.add_argument("--column", action="append", help="text column (repeat for pairs)")
+    suggest.add_argument(
+        "-n", type=_positive_int, default=100, help="how many tokens to suggest at most (100)"
+    )
+    suggest.add_argument(
+        "--min-count", type=_positive_int, default=5, help="fewest occurrences of a word (5)"
+    )
+    suggest.add_argument("--json", action="store_true", help="print a JSON list")
+    suggest.set_defaults(func=_cmd_suggest)
 
     stats = sub.add_parser("stats", help="what a plan keeps and what it saves")
     stats.add_argument("plan", help="plan.json")

@@ -282,7 +282,7 @@ def _check_kept(plan: VocabPlan, tokenizer: Any, tokens: list[str | None]) -> No
 
 
 def slow_token_pieces(tokenizer: Any, tokens: Any) -> list[list[int]]:
-    """Ids of the pieces ``tokenizer`` splits each token's pre-token into (WordPiece, BPE)."""
+    """Ids of the pieces ``tokenizer`` splits each token's pre-token into (every family)."""
     from vocab_adapters.added_tokens import _wordpiece_pieces
 
     family = _family(tokenizer)
@@ -294,6 +294,12 @@ def slow_token_pieces(tokenizer: Any, tokens: Any) -> list[list[int]]:
         unk = encoder.get(str(getattr(tokenizer, "unk_token", None)))
         pieces = [tokenizer.bpe(t).split(" ") for t in tokens]
         return [[encoder.get(p, unk) for p in ps] for ps in pieces]
+    if family == _SENTENCEPIECE:
+        from vocab_adapters.sp_added import sentencepiece_token_pieces
+
+        found = _sp_processor(tokenizer)
+        assert found is not None
+        return sentencepiece_token_pieces(tokenizer, _sp_proto(found[1]), list(tokens))
     raise VocabError(
         f"adding tokens to a slow {family} tokenizer is not supported; load the fast tokenizer "
         "(use_fast=True) to add tokens"
@@ -301,7 +307,7 @@ def slow_token_pieces(tokenizer: Any, tokens: Any) -> list[list[int]]:
 
 
 def _add_slow_tokens(plan: VocabPlan, tokenizer: Any, new: dict[str, Any]) -> None:
-    """Add ``plan.added`` to the reduced state ``new`` (WordPiece vocab, byte-level BPE merges)."""
+    """Add ``plan.added`` to the reduced state ``new`` (vocab entries, merges or pieces)."""
     from vocab_adapters.added_tokens import check_new_tokens
 
     check_new_tokens(tokenizer.get_vocab(), plan.added)
@@ -311,11 +317,9 @@ def _add_slow_tokens(plan: VocabPlan, tokenizer: Any, new: dict[str, Any]) -> No
             new["vocab"][token] = first + k
             new["ids_to_tokens"][first + k] = token
         return
-    if "bpe_ranks" not in new:
-        raise VocabError(
-            "adding tokens to a slow sentencepiece tokenizer is not supported; load the fast "
-            "tokenizer (use_fast=True) to add tokens"
-        )
+    if "bpe_ranks" not in new:  # sentencepiece: new pieces in the in-memory model proto
+        _add_sentencepiece_tokens(plan, tokenizer, new)
+        return
     # Byte-level BPE: one merge of the two pieces BPE leaves for the pre-token, ranked last.
     clone = _shallow_copy(tokenizer)
     clone.__dict__.update(new)
@@ -334,6 +338,46 @@ def _add_slow_tokens(plan: VocabPlan, tokenizer: Any, new: dict[str, Any]) -> No
         new["decoder"][first + k] = token
         new["bpe_ranks"][(pieces[0], pieces[1])] = len(new["bpe_ranks"])
     new["cache"] = {}
+
+
+def _add_sentencepiece_tokens(plan: VocabPlan, tokenizer: Any, new: dict[str, Any]) -> None:
+    """Reload the reduced processor of ``new`` with the added pieces (see ``sp_added``)."""
+    import sentencepiece
+
+    from vocab_adapters.sp_added import extend_proto
+
+    found = _sp_processor(tokenizer)
+    assert found is not None
+    current = new["sp_model"] if "sp_model" in new else new["_tokenizer"].spm
+    added_tokens: dict[int, str] = {}  # new id -> text of the tokenizer-level added tokens
+    for old, token in vars(tokenizer)["_added_tokens_decoder"].items():
+        if (j := plan.old_to_new(old)) is not None:
+            added_tokens[j] = str(token)
+    offset, table = _fairseq_offset(tokenizer), new.get("fairseq_tokens_to_ids")
+    proto, table = extend_proto(plan, _sp_proto(current), offset, table, added_tokens)
+    processor = sentencepiece.SentencePieceProcessor(
+        **(vars(tokenizer).get("sp_model_kwargs") or {})
+    )
+    processor.LoadFromSerializedProto(proto.SerializeToString())
+    new.update(_processor_state(tokenizer, found[0], processor, list(proto.pieces)))
+    if table is not None:
+        new["fairseq_tokens_to_ids"] = table
+        if "fairseq_ids_to_tokens" in new:
+            new["fairseq_ids_to_tokens"] = {v: k for k, v in table.items()}
+
+
+def _check_keep_added(tokenizer: Any) -> None:
+    """Refuse ``revert_plan(..., keep_added=True)`` where the grown tokenizer would not reload.
+
+    (XLM-R on transformers 4: see :func:`vocab_adapters.sp_added.check_keep_added`.)
+    """
+    found = _sp_processor(tokenizer) if _family(tokenizer) == _SENTENCEPIECE else None
+    if found is None:
+        return
+    from vocab_adapters.sp_added import check_keep_added as check
+
+    end = len(_sp_proto(found[1]).pieces) + _fairseq_offset(tokenizer)
+    check(type(tokenizer).__name__, vars(tokenizer).get("fairseq_tokens_to_ids"), end)
 
 
 def _wordpiece_state(plan: VocabPlan, tokenizer: Any) -> dict[str, Any]:

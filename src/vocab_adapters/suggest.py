@@ -8,10 +8,12 @@ tokenizer's own token form (``get_vocab()`` style: ``"Ġword"`` after a space in
 suffix), ready for ``plan.adding(...)`` / ``plan_from_texts(..., add_tokens=...)``.
 
 Only tokens that can be added are suggested: for a BPE model that can neither look whole words
-up nor switch that on safely (see :mod:`vocab_adapters.added_tokens`), pre-tokens of exactly two
-pieces; never pre-tokens holding byte-fallback or unknown pieces of a BPE model. A model without
-a pre-tokenizer (Llama 2 style, where the whole text is one pre-token) is cut into words before
-each ``"▁"``.
+up nor switch that on safely (see :mod:`vocab_adapters.added_tokens`), and for slow byte-level
+BPE and sentencepiece BPE tokenizers, pre-tokens of exactly two pieces; never pre-tokens holding
+byte-fallback or unknown pieces of a BPE model, or unknown or byte pieces of a slow
+sentencepiece model. A model without a pre-tokenizer (Llama 2 style, where the whole text is
+one pre-token) is cut into words before each ``"▁"``; so are the pieces of a slow sentencepiece
+tokenizer.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def _fast_words(tokenizer: Any, texts: Iterable[Any]) -> tuple[Counter[tuple[str
 
 
 def _slow_words(tokenizer: Any, texts: Iterable[Any]) -> tuple[Counter[tuple[str, ...]], str]:
-    from vocab_adapters.slow_tokenizer import _BYTE_BPE, _WORDPIECE, _family
+    from vocab_adapters.slow_tokenizer import _BYTE_BPE, _SENTENCEPIECE, _WORDPIECE, _family
 
     family = _family(tokenizer)
     words: Counter[tuple[str, ...]] = Counter()
@@ -104,10 +106,42 @@ def _slow_words(tokenizer: Any, texts: Iterable[Any]) -> tuple[Counter[tuple[str
                     chars = "".join(encoder[b] for b in word.encode("utf-8"))
                     words[tuple(tokenizer.bpe(chars).split(" "))] += 1
         return words, family
+    if family == _SENTENCEPIECE:
+        from vocab_adapters.slow_tokenizer import _sp_processor, _sp_proto
+
+        found = _sp_processor(tokenizer)
+        assert found is not None
+        normal = {p.piece for p in _sp_proto(found[1]).pieces if p.type == 1}  # NORMAL pieces
+        for batch in _batches(texts, 1000):
+            for text in batch:
+                _sentencepiece_words(tokenizer, text, words, normal)
+        return words, family
     raise VocabError(
-        f"suggest_tokens supports fast tokenizers and slow WordPiece / byte-level BPE ones "
-        f"(got {type(tokenizer).__name__}); load the fast tokenizer"
+        f"suggest_tokens supports fast tokenizers and slow WordPiece / byte-level BPE / "
+        f"sentencepiece ones (got {type(tokenizer).__name__}); load the fast tokenizer"
     )
+
+
+def _sentencepiece_words(
+    tokenizer: Any, text: str, words: Counter[tuple[str, ...]], normal: set[str]
+) -> None:
+    """Count the words of ``text`` as pieces: a word starts at each piece beginning with ``▁``.
+
+    Tokenizer-level added tokens end a word; unknown characters and byte pieces (anything but
+    a ``normal`` piece) are written as the unknown token, so that the word is not suggested.
+    """
+    added = tokenizer.added_tokens_encoder
+    current: list[str] = []
+    for piece in tokenizer.tokenize(text):
+        if piece in added or (piece.startswith("▁") and current):
+            if current:
+                words[tuple(current)] += 1
+            current = []
+            if piece in added:
+                continue
+        current.append(piece if piece in normal else str(tokenizer.unk_token))
+    if current:
+        words[tuple(current)] += 1
 
 
 def suggest_tokens(
@@ -119,8 +153,8 @@ def suggest_tokens(
     fewer than ``min_count`` times, and those that already are one token, are left out.
 
     Args:
-        tokenizer: A Hugging Face tokenizer (fast, or slow WordPiece / byte-level BPE) or a
-            ``tokenizers.Tokenizer``.
+        tokenizer: A Hugging Face tokenizer (fast, or slow WordPiece, byte-level BPE or
+            sentencepiece) or a ``tokenizers.Tokenizer``.
         texts: Iterable of str (or of (str, str) pairs).
         n: How many tokens to suggest at most.
         min_count: Fewest occurrences a suggested pre-token must have.
@@ -147,9 +181,9 @@ def suggest_tokens(
         two_only, bad = _bpe_limits(document) if kind == "BPE" else (False, set())
     else:
         words, family = _slow_words(tokenizer, texts)
-        prefix = "##"
+        prefix = "##" if family == "WordPiece" else ""
         vocab = set(tokenizer.get_vocab())
-        two_only = family != "WordPiece"
+        two_only = family != "WordPiece" and not _sentencepiece_unigram(tokenizer)
         bad = {str(getattr(tokenizer, "unk_token", None))}
     costs: Counter[str] = Counter()
     for pieces, count in words.items():
@@ -178,3 +212,15 @@ def _bpe_limits(document: dict[str, Any]) -> tuple[bool, set[str]]:
         return False, bad
     skip = {str(a.get("content")) for a in document.get("added_tokens") or ()}
     return _self_encoding(model, skip) is not None, bad
+
+
+def _sentencepiece_unigram(tokenizer: Any) -> bool:
+    """Whether ``tokenizer`` is a slow sentencepiece Unigram one (any word can be added)."""
+    from vocab_adapters.slow_tokenizer import _SENTENCEPIECE, _SP_BPE, _family, _sp_processor
+
+    found = _sp_processor(tokenizer) if _family(tokenizer) == _SENTENCEPIECE else None
+    if found is None:
+        return False
+    from vocab_adapters.slow_tokenizer import _sp_proto
+
+    return bool(_sp_proto(found[1]).trainer_spec.model_type != _SP_BPE)

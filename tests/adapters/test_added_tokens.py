@@ -181,14 +181,7 @@ def test_slow_tokenizers_reach_added_tokens(
     assert tok.encode(slow_plan_texts[0]) == original.encode(slow_plan_texts[0])
 
 
-def test_slow_sentencepiece_refuses_added_tokens(
-    slow_cases: dict[str, Any], slow_plan_texts: list[str]
-) -> None:
-    tok = slow_cases["xlmr_unigram"].make()
-    plan = plan_from_texts(tok, slow_plan_texts)
-    plan = slow_tokenizer.close_plan(plan, tok).adding(["▁zzzqqq"])
-    with pytest.raises(VocabError, match="not supported"):
-        slow_tokenizer.apply(plan, tok)
+# (slow sentencepiece tokenizers: tests/adapters/test_sp_added.py)
 
 
 # -- model side -----------------------------------------------------------------------------------

@@ -13,14 +13,18 @@ ids are placed at seeded random positions of each real vocabulary (its special t
 vocabulary's reserved block), since training a tokenizer with the real vocabulary's size is too
 slow here. ``VocabPlan.from_ids`` keeps the ids the chat corpus uses plus the specials.
 
-Each measurement runs in a fresh process: build the model (fp32, seed 0), apply the plan for
-the reduced run (``apply_plan``; the handle keeps the full-size tensors for revert), take one
-warm-up AdamW step at 8 tokens so the optimizer state exists, reset the peak RSS
-(``/proc/self/clear_refs``), then time one step at batch 1 x ``--seq`` tokens (causal-LM loss,
-labels = inputs) and read the peak RSS (VmHWM) of that step. A process that imports the same
-modules and builds nothing gives the baseline.
+Each measurement runs in a fresh process: build the model (fp32, seed 0), for the reduced runs
+apply the plan with ``softmax="reduced" | "full" | "shifted"`` (``apply_plan``; the handle keeps
+the full-size tensors for revert), create the AdamW optimizer (after apply: ``"shifted"``'s
+vector is one of its parameters), take one warm-up step at 8 tokens so the optimizer state
+exists, reset the peak RSS (``/proc/self/clear_refs``), then time one step at batch 1 x
+``--seq`` tokens (the model's own causal-LM loss: ``model(input_ids, labels=...)``, output dropped
+before backward) and read the peak RSS (VmHWM) of that step and the bytes autograd saved for
+backward. A process that imports the same modules and builds nothing gives the baseline. The
+estimates are computed when the page is written (``attach``), so ``--doc-only`` refreshes them
+from the stored measurements.
 
-Run: ``python benchmarks/llm_memory.py`` (about 5-10 minutes on 2 cores, peak about 9 GiB);
+Run: ``python benchmarks/llm_memory.py`` (about 25 minutes on 2 busy cores, peak about 9 GiB);
 ``--quick`` for a smoke run at seq 64. Writes ``benchmarks/llm_memory.json``,
 ``docs/llm_memory.md`` and ``docs/img/llm_memory.png``.
 """

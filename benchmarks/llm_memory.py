@@ -623,9 +623,10 @@ def write_doc(results: dict[str, Any], out: Path) -> None:
         f'{_gib(g_fs["peak_rss_bytes"])} GiB): `"shifted"` keeps {kept_share:.0%} of the '
         f'reduced mode\'s saving (`"full"` {kept_share_full:.0%}; target at least half: '
         f"{'met' if kept_share >= 0.5 else 'not met'}). What it adds over `\"reduced\"` is "
-        "the normaliser's chunk workspace (8,192 dropped rows x the positions, in fp32, a few "
-        "blocks at a time), one hidden-size vector with its gradient and Adam moments, and "
-        "one more logits column; the dropped rows get no gradient and no optimizer state. "
+        "the normaliser's chunk workspace (the gathered rows of one chunk of 8,192 dropped rows "
+        "and a few fp32 blocks of positions x 8,192), one hidden-size vector with its "
+        "gradient and Adam moments, and one more logits column; the dropped rows get no "
+        "gradient and no optimizer state. "
         f'Its cost is time: the step takes {g_sh["step_seconds"]:.0f} s against '
         f'{g_red["step_seconds"]:.0f} s for `"reduced"` and {g_full["step_seconds"]:.0f} s for '
         "the full vocabulary, because the normaliser computes the dropped rows' logits in "
@@ -685,7 +686,9 @@ def write_doc(results: dict[str, Any], out: Path) -> None:
         "`tests/adapters/test_memory_activations.py`).",
         f"- peak step memory with `peak_bytes`: largest error {worst_peak:.1%} "
         f"({SHAPES[worst_row['shape']]['label']}, {MODE_LABELS[worst_row['mode']]}; target "
-        f"10%: {'met' if worst_peak <= 0.10 else 'not met'}). A negative error means the step "
+        f"10%: {'met' if worst_peak <= 0.10 else 'not met'}; errors from "
+        f"{min(r['step_peak_error'] for r in rows):+.1%} to "
+        f"{max(r['step_peak_error'] for r in rows):+.1%}). A negative error means the step "
         "needed more than the prediction: what remains is the backward pass's short-lived "
         "temporaries (a layer's input gradients, the attention kernel's workspace) and freed "
         "memory the C allocator keeps in the process, which the estimate does not model.",

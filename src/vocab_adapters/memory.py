@@ -58,8 +58,9 @@ class MemoryFigures:
             the logits' gradient exist at once, so ``2 x logits_bytes`` (the logits themselves
             are freed once the model's output is dropped, as the ``Trainer`` does; a loop that
             keeps the output during ``backward()`` holds one ``logits_bytes`` more). With
-            ``softmax="full"``/``"shifted"``, plus the normaliser's chunk workspace (three
-            ``positions x chunk`` fp32 blocks and two ``positions x hidden`` fp32 blocks).
+            ``softmax="full"``/``"shifted"``, plus the normaliser's chunk workspace (the chunk's
+            gathered output rows, three ``positions x chunk`` fp32 blocks and two ``positions x
+            hidden`` fp32 blocks).
         activation_bytes: Bytes the model saves for the backward pass at ``batch_size x
             seq_len`` (the decoder layers, the final norm and the output layer's input), for
             the decoder types whose layers are known (``llama``, ``qwen2``, ``gemma3_text``:
@@ -524,7 +525,10 @@ def memory_estimate(
             tokens = batch_size * seq_len
             chunk = min(softmax_module.DEFAULT_CHUNK_ROWS, dropped)
             columns += 1
-            workspace = 3 * tokens * chunk * 4 + 2 * tokens * width * 4
+            # per chunk: the gathered rows, three positions x rows fp32 blocks (logits, their
+            # exponentials, the scaled probabilities); the hidden-state gradient and one matmul
+            rows_item = wanted.itemsize if wanted is not None else input_weight.element_size()
+            workspace = chunk * width * rows_item + 3 * tokens * chunk * 4 + 2 * tokens * width * 4
             if softmax == "shifted":
                 head = next((t for t in small if t.role in ("output", "tied")), None)
                 item = head.itemsize if head is not None else itemsize

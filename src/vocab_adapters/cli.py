@@ -167,6 +167,12 @@ def _memory_stats(args: argparse.Namespace, plan: VocabPlan) -> tuple[dict[str, 
         "logits_bytes_after": reduced.logits_bytes,
         "train_bytes_before": full.total_bytes,
         "train_bytes_after": reduced.total_bytes,
+        "loss_bytes_before": full.loss_bytes,
+        "loss_bytes_after": reduced.loss_bytes,
+        "activation_bytes_before": full.activation_bytes,
+        "activation_bytes_after": reduced.activation_bytes,
+        "peak_bytes_before": full.peak_bytes,
+        "peak_bytes_after": reduced.peak_bytes,
     }
     return stats, est
 
@@ -178,14 +184,19 @@ def _memory_table(est: Any) -> list[str]:
         ("optimizer state", "optimizer_state_bytes"),
         ("logits (fp32)", "logits_bytes"),
         ("total", "total_bytes"),
+        ("loss workspace", "loss_bytes"),
+        ("activations", "activation_bytes"),
+        ("peak of a step", "peak_bytes"),
     ]
     lines = [
-        f"memory per step, batch {est.batch_size} x seq {est.seq_len}, {est.optimizer} "
-        "(activations not included):",
+        f"memory per step, batch {est.batch_size} x seq {est.seq_len}, {est.optimizer}:",
         f"  {'':<16}{'full':>13}{'reduced':>13}{'saved':>13}",
     ]
     for label, name in rows:
         before, after = getattr(est.full, name), getattr(est.reduced, name)
+        if before is None or after is None:
+            lines.append(f"  {label:<16}{'unknown':>13}{'unknown':>13}{'':>13}")
+            continue
         lines.append(
             f"  {label:<16}{_human_bytes(before):>13}{_human_bytes(after):>13}"
             f"{_human_bytes(before - after):>13}"

@@ -1,9 +1,11 @@
 """Memory a training step needs, for the full model and for the model a plan reduces.
 
-``memory_estimate`` counts what training keeps in memory besides activations: parameters,
-their gradients, the optimizer's state and the fp32 logits of one step. Given a config or a
-model directory it builds the model on the meta device, so nothing is allocated and a real
-1B-8B config answers in seconds. The reduced figures are arithmetic: the vocabulary-sized
+``memory_estimate`` counts what training keeps in memory: parameters, their gradients, the
+optimizer's state and the fp32 logits of one step (``total_bytes``), and beside them what the
+loss holds at its peak, the activations the decoder layers save for the backward pass (for the
+decoder types it knows) and the peak of one step. Given a config or a model directory it builds
+the model on the meta device, so nothing is allocated and a real 1B-8B config answers in
+seconds. The reduced figures are arithmetic: the vocabulary-sized
 tensors that ``apply_plan`` would slice (input embeddings, LM head rows, output biases, padded
 rows included) get ``plan.new_size`` rows; nothing is applied.
 """
@@ -39,7 +41,7 @@ _DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "hal
 
 @attrs.frozen
 class MemoryFigures:
-    """Bytes one training step keeps besides activations, for one model.
+    """Bytes one training step needs, for one model.
 
     Attributes:
         parameters: Parameters, tied tensors counted once.
@@ -48,8 +50,29 @@ class MemoryFigures:
         gradient_bytes: One gradient per trainable parameter, in its dtype.
         optimizer_state_bytes: The optimizer's state as torch or bitsandbytes keeps it (scalar
             ``step`` entries not counted).
-        logits_bytes: ``batch_size x seq_len x output rows x 4`` (fp32 logits of one step); 0
-            without a vocabulary-sized output layer.
+        logits_bytes: ``batch_size x seq_len x output columns x 4`` (fp32 logits of one step);
+            0 without a vocabulary-sized output layer. With ``softmax="full"``/``"shifted"`` the
+            reduced logits have ``new_size + 1`` columns (the normaliser's column).
+        loss_bytes: What the cross-entropy holds at its peak besides one logits-sized fp32
+            tensor: at the start of the backward pass the log-softmax (saved), its gradient and
+            the logits' gradient exist at once, so ``2 x logits_bytes`` (the logits themselves
+            are freed once the model's output is dropped, as the ``Trainer`` does; a loop that
+            keeps the output during ``backward()`` holds one ``logits_bytes`` more). With
+            ``softmax="full"``/``"shifted"``, plus the normaliser's chunk workspace (the chunk's
+            gathered output rows, three ``positions x chunk`` fp32 blocks and two ``positions x
+            hidden`` fp32 blocks).
+        activation_bytes: Bytes the model saves for the backward pass at ``batch_size x
+            seq_len`` (the decoder layers, the final norm and the output layer's input), for
+            the decoder types whose layers are known (``llama``, ``qwen2``, ``gemma3_text``:
+            eager or SDPA attention, no attention dropout, sequences without padding); ``None``
+            for any other model, and then ``peak_bytes`` leaves them out.
+        peak_bytes: The peak of one step that starts without gradients (``zero_grad()``'s
+            default) and ends with the optimizer's step: parameters + optimizer state + the
+            largest of three moments: the start of the backward pass (activations + logits +
+            loss), the output layer's backward (activations + the logits' gradient + the output
+            weight's gradient) and the end of it (every gradient, plus two copies of a tied
+            embedding's weight while its second gradient is added). With gradients kept
+            between steps (gradient accumulation) add ``gradient_bytes`` to the first two.
     """
 
     parameters: int
@@ -58,6 +81,9 @@ class MemoryFigures:
     gradient_bytes: int
     optimizer_state_bytes: int
     logits_bytes: int
+    loss_bytes: int = 0
+    activation_bytes: int | None = None
+    peak_bytes: int = 0
 
     @property
     def total_bytes(self) -> int:
@@ -69,8 +95,8 @@ class MemoryFigures:
             + self.logits_bytes
         )
 
-    def as_dict(self) -> dict[str, int]:
-        """The fields and ``total_bytes``, as plain ints."""
+    def as_dict(self) -> dict[str, int | None]:
+        """The fields and ``total_bytes``, as plain ints (``activation_bytes`` may be None)."""
         return {**attrs.asdict(self), "total_bytes": self.total_bytes}
 
 
@@ -96,6 +122,7 @@ class _Tensor:
     itemsize: int
     trainable: bool
     rows: int | None  # the size of its vocabulary dimension, for a tensor apply_plan slices
+    role: str | None = None  # "input", "output", "tied" (embedding weights), "output bias"
 
 
 def _check_positive(name: str, value: object) -> int:
@@ -213,12 +240,31 @@ def _tensors(model: nn.Module, dtype: torch.dtype | None) -> tuple[list[_Tensor]
         itemsize = tensor.element_size()
         if dtype is not None and tensor.is_floating_point():
             itemsize = dtype.itemsize
+        role = None
+        if rows and key == id(weight):
+            role = "tied" if output_weight is weight else "input"
+        elif output_weight is not None and key == id(output_weight):
+            role = "output"
+        elif roles.get(key) == "output bias":
+            role = "output bias"
         found.append(
             _Tensor(
-                int(tensor.numel()), itemsize, bool(tensor.requires_grad), rows if vocab else None
+                int(tensor.numel()),
+                itemsize,
+                bool(tensor.requires_grad),
+                rows if vocab else None,
+                role,
             )
         )
     return found, output_weight is not None
+
+
+def _model_itemsize(model: nn.Module) -> int:
+    """Bytes per element of the model's activations: its first floating parameter's dtype."""
+    for parameter in model.parameters():
+        if parameter.is_floating_point():
+            return int(parameter.element_size())
+    return 4
 
 
 def _optimizer_bytes(tensors: Iterable[_Tensor], optimizer: str) -> int:
@@ -241,17 +287,109 @@ def _optimizer_bytes(tensors: Iterable[_Tensor], optimizer: str) -> int:
 
 
 def _figures(
-    tensors: list[_Tensor], output_rows: int, batch_size: int, seq_len: int, optimizer: str
+    tensors: list[_Tensor],
+    output_columns: int,
+    batch_size: int,
+    seq_len: int,
+    optimizer: str,
+    activations: int | None,
+    workspace: int = 0,
 ) -> MemoryFigures:
     trainable = [t for t in tensors if t.trainable]
+    parameter_bytes = sum(t.numel * t.itemsize for t in tensors)
+    gradient_bytes = sum(t.numel * t.itemsize for t in trainable)
+    state_bytes = _optimizer_bytes(tensors, optimizer)
+    logits = batch_size * seq_len * output_columns * 4
+    loss = 2 * logits + workspace if output_columns else 0
+    output_grad = sum(t.numel * t.itemsize for t in trainable if t.role in ("output", "tied"))
+    tied = sum(2 * t.numel * t.itemsize for t in trainable if t.role == "tied")
+    acts = activations or 0
+    moments = (
+        acts + logits + loss,  # start of backward: log-softmax, its gradient, logits' gradient
+        acts + (logits + output_grad if output_columns else 0),  # the output layer's backward
+        gradient_bytes + tied,  # end of backward: a tied embedding's second gradient is added
+    )
     return MemoryFigures(
         parameters=sum(t.numel for t in tensors),
         trainable_parameters=sum(t.numel for t in trainable),
-        parameter_bytes=sum(t.numel * t.itemsize for t in tensors),
-        gradient_bytes=sum(t.numel * t.itemsize for t in trainable),
-        optimizer_state_bytes=_optimizer_bytes(tensors, optimizer),
-        logits_bytes=batch_size * seq_len * output_rows * 4,
+        parameter_bytes=parameter_bytes,
+        gradient_bytes=gradient_bytes,
+        optimizer_state_bytes=state_bytes,
+        logits_bytes=logits,
+        loss_bytes=loss,
+        activation_bytes=activations,
+        peak_bytes=parameter_bytes + state_bytes + max(moments),
     )
+
+
+def _layer_bytes(config: Any, batch: int, seq: int, itemsize: int, has_output: bool) -> int | None:
+    """Bytes one forward pass saves for backward (see ``MemoryFigures.activation_bytes``).
+
+    Counted per tensor as torch saves them (each storage once, parameters excluded) for the
+    Llama layout (``llama``, ``qwen2``: RMSNorm in fp32, rotary q/k, SwiGLU) and Gemma 3's
+    (four fp32 RMSNorms per layer, q/k norms, GELU-gated MLP, sliding-window layers). ``None``
+    for anything else.
+    """
+    kind = getattr(config, "model_type", None)
+    if kind not in ("llama", "qwen2", "gemma3_text"):
+        return None
+    attention = getattr(config, "_attn_implementation", None) or "sdpa"
+    if attention not in ("sdpa", "eager") or float(getattr(config, "attention_dropout", 0) or 0):
+        return None
+    try:
+        hidden = int(config.hidden_size)
+        inner = int(config.intermediate_size)
+        heads = int(config.num_attention_heads)
+        kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+        head_dim = int(getattr(config, "head_dim", None) or hidden // heads)
+        layers = int(config.num_hidden_layers)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    gemma = kind == "gemma3_text"
+    types = list(getattr(config, "layer_types", None) or ["full_attention"] * layers)[:layers]
+    window = getattr(config, "sliding_window", None)
+    e, f = itemsize, 4  # activations in the model's dtype; norms, softmax, lse in fp32
+    tokens = batch * seq
+    h, q, kv = tokens * hidden, tokens * heads * head_dim, tokens * kv_heads * head_dim
+    scores = batch * heads * seq * seq
+    total = tokens * 8  # the input ids, saved by the embedding
+    for layer_type in types:
+        masked = layer_type == "sliding_attention" and window is not None and seq > window
+        if masked and not gemma:
+            return None
+        if gemma:
+            # four norms: x in fp32, rsqrt, normalised, 1 + weight; two outputs feed linears
+            norms = 4 * (2 * h * f + tokens * f + hidden * f) + 2 * h * e
+            # q and k norms over head_dim (x, normalised, rsqrt, 1 + weight)
+            norms += 2 * q * f + tokens * heads * f + 2 * kv * f + tokens * kv_heads * f
+            norms += 2 * head_dim * f
+        else:
+            # two RMSNorms: x in fp32, rsqrt, normalised, output (fed to the linears)
+            norms = 2 * (h * f + tokens * f + 2 * h * e)
+        # k and v repeated to every head: a copy, except with one KV head, where repeat_kv's
+        # reshape stays a view (and eager's matmul then folds the batch without a copy only at
+        # batch 1)
+        repeated = kv if kv_heads == 1 and (batch == 1 or attention == "sdpa") else q
+        if attention == "eager":
+            # q, repeated k and v, the output; softmax in fp32 (and its cast to the dtype)
+            attn = 2 * q * e + 2 * repeated * e + scores * f + (scores * e if e != f else 0)
+        else:
+            native_gqa = not masked and head_dim <= 256
+            kv_saved = 2 * kv * e if native_gqa else 2 * repeated * e
+            attn = 2 * q * e + kv_saved + batch * heads * seq * f  # q, k, v, out, logsumexp
+            if masked:
+                attn += batch * seq * seq * e  # the sliding-window mask
+        mlp = 4 * tokens * inner * e  # gate output, activation, up output, their product
+        total += norms + attn + mlp
+    rotary = len(set(types)) if gemma else 1
+    total += rotary * 2 * seq * head_dim * e  # cos and sin
+    if gemma:
+        total += e + 2 * h * f + tokens * f + hidden * f  # embed scale, final norm
+    else:
+        total += h * f + tokens * f + h * e  # final norm
+    if has_output:
+        total += h * e  # the final norm's output, saved by the output layer
+    return total
 
 
 def _reduce(tensor: _Tensor, new_rows: int) -> _Tensor:
@@ -268,8 +406,9 @@ def memory_estimate(
     seq_len: int = 512,
     optimizer: str = "adamw",
     dtype: torch.dtype | str | None = None,
+    softmax: str = "reduced",
 ) -> MemoryEstimate:
-    """Parameters, gradients, optimizer state and logits of one training step, full and reduced.
+    """Parameters, gradients, optimizer state, logits, loss, activations and peak of one step.
 
     Args:
         model_or_config_or_dir: A model (its own tensors, dtypes and ``requires_grad``: a frozen
@@ -284,6 +423,9 @@ def memory_estimate(
             ``"sgd-momentum"``.
         dtype: For a config or directory, the parameters' dtype (a ``torch.dtype`` or its
             name); default the config's dtype, else float32. A model keeps its own dtypes.
+        softmax: The ``apply_plan(..., softmax=)`` mode the reduced figures are for:
+            ``"full"`` and ``"shifted"`` add the normaliser's column and chunk workspace,
+            ``"shifted"`` its trainable vector (and scalar, with a trainable output bias).
 
     Returns:
         A ``MemoryEstimate`` with ``full`` and ``reduced`` ``MemoryFigures``.
@@ -302,6 +444,8 @@ def memory_estimate(
     57600
     >>> est.full.logits_bytes, est.reduced.logits_bytes
     (128000, 12800)
+    >>> est.full.peak_bytes > est.full.total_bytes  # activations and the loss's workspace
+    True
     """
     batch_size = _check_positive("batch_size", batch_size)
     seq_len = _check_positive("seq_len", seq_len)
@@ -312,6 +456,9 @@ def memory_estimate(
         raise VocabError(f"'plan' must be a VocabPlan or None (got {type(plan).__name__})")
     if plan is not None and plan.new_size == 0:
         raise VocabError("the plan keeps no ids; keep at least the special tokens")
+    from vocab_adapters.softmax import check_mode
+
+    check_mode(softmax)
 
     source = model_or_config_or_dir
     if isinstance(source, nn.Module):
@@ -342,7 +489,18 @@ def memory_estimate(
     embedding = get_input() if callable(get_input) else None
     input_weight = getattr(embedding, "weight", None)
     input_rows = int(input_weight.shape[0]) if isinstance(input_weight, torch.Tensor) else None
-    full = _figures(tensors, (input_rows or 0) if has_output else 0, batch_size, seq_len, optimizer)
+    itemsize = wanted.itemsize if wanted is not None else _model_itemsize(model)
+    activations = _layer_bytes(
+        getattr(model, "config", None), batch_size, seq_len, itemsize, has_output
+    )
+    full = _figures(
+        tensors,
+        (input_rows or 0) if has_output else 0,
+        batch_size,
+        seq_len,
+        optimizer,
+        activations,
+    )
     reduced = None
     if plan is not None:
         if input_rows is None:
@@ -356,7 +514,27 @@ def memory_estimate(
                 f"vocab_size {plan.vocab_size}; build the plan with this model's tokenizer"
             )
         small = [_reduce(t, plan.new_size) for t in tensors]
-        reduced = _figures(
-            small, plan.new_size if has_output else 0, batch_size, seq_len, optimizer
-        )
+        columns = plan.new_size if has_output else 0
+        workspace = 0
+        dropped = (input_rows - plan.new_size) if has_output else 0
+        if softmax != "reduced" and dropped > 0:
+            from vocab_adapters import softmax as softmax_module
+
+            assert isinstance(input_weight, torch.Tensor)
+            width = int(input_weight.shape[1])
+            tokens = batch_size * seq_len
+            chunk = min(softmax_module.DEFAULT_CHUNK_ROWS, dropped)
+            columns += 1
+            # per chunk: the gathered rows, three positions x rows fp32 blocks (logits, their
+            # exponentials, the scaled probabilities); the hidden-state gradient and one matmul
+            rows_item = wanted.itemsize if wanted is not None else input_weight.element_size()
+            workspace = chunk * width * rows_item + 3 * tokens * chunk * 4 + 2 * tokens * width * 4
+            if softmax == "shifted":
+                head = next((t for t in small if t.role in ("output", "tied")), None)
+                item = head.itemsize if head is not None else itemsize
+                small.append(_Tensor(width, item, True, None))
+                bias = next((t for t in small if t.role == "output bias"), None)
+                if bias is not None and bias.trainable:
+                    small.append(_Tensor(1, bias.itemsize, True, None))
+        reduced = _figures(small, columns, batch_size, seq_len, optimizer, activations, workspace)
     return MemoryEstimate(full, reduced, batch_size, seq_len, optimizer)

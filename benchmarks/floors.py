@@ -498,6 +498,7 @@ def render(results: list[dict[str, Any]]) -> str:
         )
         + ".\n"
     )
+    lines.append(_targets(results))
     lines.append("### Plan build (30,000 texts)\n")
     lines.append(
         "Floor: the backend's `encode_batch_fast` over the same batches of 1,000 texts. "
@@ -612,6 +613,99 @@ def render(results: list[dict[str, Any]]) -> str:
         rows[-1] += [_x(s.get("step_s"), s.get("twin_step_s")) for s in st]
     lines.append(_table(["library", "measure", *heads], rows) + "\n")
     return "\n".join(lines) + "\n"
+
+
+def _targets(results: list[dict[str, Any]]) -> str:
+    """The targets table: one row per target, one measured cell per transformers major."""
+    heads = [f"transformers {r['transformers']}" for r in results]
+
+    def ratio(a: Any, b: Any) -> float | None:
+        return a / b if isinstance(a, float) and isinstance(b, float) and b > 0 else None
+
+    def plan(r: dict[str, Any], lib: str, kind: str) -> dict[str, Any]:
+        return next((p for p in r.get(lib, {}).get("plans", []) if p["kind"] == kind), {})
+
+    rows: list[list[str]] = []
+
+    def add(label: str, values: list[float | None], limit: float, above: bool = False) -> None:
+        cells = ["-" if v is None else f"{v:,.2f}x" for v in values]
+        ok = all(v is not None and (v >= limit if above else v <= limit) for v in values)
+        rows.append([label, *cells, "met" if ok else "not met"])
+
+    for kind, limit in (
+        ("WordPiece", 1.15),
+        ("Unigram", 1.15),
+        ("WordLevel", 1.15),
+        ("byte-level BPE", 1.3),
+    ):
+        add(
+            f"plan build, {kind}: vocabcore / floor <= {limit}x",
+            [
+                ratio(
+                    plan(r, "vocabcore", kind).get("plan_s"),
+                    plan(r, "vocabcore", kind).get("floor_s"),
+                )
+                for r in results
+            ],
+            limit,
+        )
+    for kind in ("WordPiece", "Unigram", "WordLevel", "byte-level BPE"):
+        values = []
+        for r in results:
+            v, t = plan(r, "vocabcore", kind), plan(r, "tstv", kind)
+            a, b = (
+                ratio(t.get("plan_s"), t.get("floor_s")),
+                ratio(v.get("plan_s"), v.get("floor_s")),
+            )
+            values.append(ratio(a, b))
+        add(
+            f"plan build, {kind}: predecessor / vocabcore >= 2x (over own floors)",
+            values,
+            2.0,
+            True,
+        )
+    ar = [
+        (r.get("vocabcore", {}).get("apply_revert", {}), r.get("tstv", {}).get("apply_revert", {}))
+        for r in results
+    ]
+    add(
+        "apply + revert, model + tokenizer: predecessor / vocabcore >= 20x",
+        [ratio(t.get("both_s"), v.get("both_s")) for v, t in ar],
+        20.0,
+        True,
+    )
+    add(
+        "tokenizer part: vocabcore / (to_str + from_str) <= 1.3x",
+        [ratio(v.get("tokenizer_s"), v.get("tokenizer_floor_s")) for v, _ in ar],
+        1.3,
+    )
+    add(
+        "model part: vocabcore / (index_select + index_copy_) <= 1.3x",
+        [ratio(v.get("model_s"), v.get("model_floor_s")) for v, _ in ar],
+        1.3,
+    )
+    sm = [
+        (r.get("vocabcore", {}).get("small", {}), r.get("tstv", {}).get("small", {}))
+        for r in results
+    ]
+    add(
+        "Flair-sized plan + reduce + restore: predecessor / vocabcore >= 1x",
+        [ratio(t.get("total_s"), v.get("total_s")) for v, t in sm],
+        1.0,
+        True,
+    )
+    st = [r.get("vocabcore", {}).get("steps", {}) for r in results]
+    rows.append(
+        ["step while reduced: library / hand-reduced twin (median; 1.00 = no per-step cost)"]
+        + [
+            "-"
+            if ratio(s.get("step_s"), s.get("twin_step_s")) is None
+            else f"{ratio(s.get('step_s'), s.get('twin_step_s')):,.3f}x"
+            for s in st
+        ]
+        + ["(reported)"]
+    )
+    return "### Targets\n\n" + _table(["target", *heads, "status"], rows) + "\n"
 
 
 def _floor_ratio(t: dict[str, Any], v: dict[str, Any], key: str, floor: str) -> str:

@@ -65,7 +65,9 @@ class MemoryFigures:
             seq_len`` (the decoder layers, the final norm and the output layer's input), for
             the decoder types whose layers are known (``llama``, ``qwen2``, ``gemma3_text``:
             eager or SDPA attention, no attention dropout, sequences without padding); ``None``
-            for any other model, and then ``peak_bytes`` leaves them out.
+            for any other model, and then ``peak_bytes`` leaves them out. Exact for
+            transformers 5's layers; transformers 4's SDPA paths also save attention-mask
+            tensors, which this leaves out (measured up to 6% low).
         peak_bytes: The peak of one step that starts without gradients (``zero_grad()``'s
             default) and ends with the optimizer's step: parameters + optimizer state + the
             largest of three moments: the start of the backward pass (activations + logits +

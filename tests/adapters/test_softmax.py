@@ -374,6 +374,10 @@ def test_logit_softcapping_is_refused() -> None:
 @pytest.mark.parametrize("mode", ["full", "shifted"])
 def test_a_model_whose_loss_reads_its_own_vocab_size(mode: str) -> None:
     """Gemma3ForCausalLM passes ``self.vocab_size`` (not the config's) to its loss."""
+    import transformers
+
+    if not hasattr(transformers, "Gemma3ForCausalLM"):
+        pytest.skip("this transformers has no Gemma 3")
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     config = Gemma3TextConfig(

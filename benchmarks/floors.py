@@ -501,9 +501,12 @@ def render(results: list[dict[str, Any]]) -> str:
     lines.append(_targets(results))
     lines.append("### Plan build (30,000 texts)\n")
     lines.append(
-        "Floor: the backend's `encode_batch_fast` over the same batches of 1,000 texts. "
-        "vocabcore: `plan_from_texts` (counting, special tokens, closure, fingerprint). "
-        "Predecessor: `get_token_stats` (counting only, one text at a time).\n"
+        "Floor: the backend's `encode_batch_fast` over the same batches of 1,000 texts "
+        "(encoding every text). vocabcore: `plan_from_texts` (counting, special tokens, "
+        "closure, fingerprint); it encodes each distinct space-separated piece once and "
+        "weights its ids by the piece's count, which equals encoding every text for these four "
+        "pipelines (see docs/concepts.md), so it can run below the floor. Predecessor: "
+        "`get_token_stats` (counting only, one text at a time).\n"
     )
     header = ["tokenizer", "measure", *heads]
     rows = []

@@ -235,6 +235,12 @@ def render(results: dict[str, Any], command: str, images: list[str]) -> str:
         "Every table and chart on this page comes from that one run; rerun it to refresh them. "
         "Ratios are what matter; absolute times belong to this machine:\n"
     )
+    for section, when in sorted((results.get("rerun") or {}).items()):
+        add(
+            f"Section `{section}` was measured again on {when} "
+            f"(`python benchmarks/run_all.py --rerun {section}`), after a change to the code it "
+            "measures; the other sections are from the run above.\n"
+        )
     add(
         f"- CPU: {m.get('cpu', m['machine'])}, {m['cpu_count']} cores visible, "
         f"{m.get('ram_gib', '?')} GiB RAM, no GPU (`torch.cuda.is_available()` = {m['cuda']}); "
@@ -690,12 +696,32 @@ def main() -> None:
         metavar="RESULTS_JSON",
         help="re-render docs from a results.json without measuring",
     )
+    ap.add_argument(
+        "--rerun",
+        choices=("core", "impact", "side_by_side", "steps"),
+        help="measure one section again into the existing benchmarks/results.json and re-render",
+    )
     args = ap.parse_args()
     command = "python benchmarks/run_all.py" + (
         f" --threads {args.threads}" if args.threads != 1 else ""
     )
     if args.only_render:
         results = json.loads(args.only_render.read_text())
+    elif args.rerun:
+        import tempfile
+
+        results = json.loads((HERE / "results.json").read_text())
+        work = Path(tempfile.mkdtemp(prefix="vocabcore-bench-"))
+        measure = {
+            "core": lambda: bench_core.run(False),
+            "impact": lambda: impact.run(False, args.threads),
+            "side_by_side": lambda: side_by_side.run(False, args.threads, work),
+            "steps": lambda: steps.run(False, args.threads),
+        }
+        results[args.rerun] = measure[args.rerun]()
+        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        results.setdefault("rerun", {})[args.rerun] = now
+        (HERE / "results.json").write_text(json.dumps(results, indent=1))
     else:
         t0 = time.perf_counter()
         import tempfile

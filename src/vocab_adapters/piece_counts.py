@@ -17,9 +17,10 @@ known to be separable keeps the per-text path:
   and dropping it (``BertPreTokenizer``, ``Whitespace``, ``WhitespaceSplit``), later steps
   work on each split by itself, and the normalizer acts on each character (or grapheme,
   or canonical-combining sequence) by itself, so it cannot join two sides of a space;
-* texts, ``"space"`` pipelines: the pre-tokenizer starts with ``Metaspace(split=True)`` or
-  byte-level BPE's regex (``ByteLevel(use_regex=True)``). Both cut before a space that
-  follows a non-space and precedes one, and there only; a batch whose texts have a space
+* texts, ``"space"`` pipelines: the pre-tokenizer starts with ``Metaspace(split=True)``,
+  byte-level BPE's regex (``ByteLevel(use_regex=True)``) or a ``Split`` by one of the known
+  byte-level regexes (Llama 3, Qwen 2, Tekken). All cut before a space that follows a
+  non-space and precedes one (and elsewhere, never across it); a batch whose texts have a space
   next to whitespace (or at a text's end) goes the per-text way. Normalizers that can turn
   a character into whitespace or remove one (``NFKC``, ``StripAccents``, ``Precompiled``,
   a whitespace-collapsing ``Replace``) are checked on each distinct piece instead.
@@ -34,7 +35,7 @@ property tests compare these counts with per-text encoding on random texts.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from itertools import chain
 from typing import Any
 
@@ -52,6 +53,22 @@ _PER_SPLIT = _WHITESPACE_FIRST | {
     "Split",
     "UnicodeScripts",
 }
+# Split regexes (behaviour "Isolated") of byte-level BPE families in which a space occurs
+# only as a match's first character or inside a whitespace run: GPT-2, Llama 3 (cl100k),
+# Qwen 2, Mistral Tekken. A space with non-whitespace on both sides then always starts a
+# match, and matching from it does not depend on what came before.
+_SEPARABLE_SPLITS = frozenset(
+    {
+        r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+",
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+"
+        r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+"
+        r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
+        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|"
+        r"\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    }
+)
 _PROCESSORS = frozenset({"BertProcessing", "RobertaProcessing", "TemplateProcessing", "ByteLevel"})
 # Normalizers that map characters (or canonical sequences) one by one, never make or remove
 # whitespace, and never join across a space: nothing to check per piece.
@@ -62,6 +79,7 @@ _LOCAL = frozenset({"BertNormalizer", "NFKC", "NFKD", "StripAccents", "Precompil
 # Characters some regex engines count as whitespace though Python does not (or vice versa).
 _ODD_SPACES = "\u180e\u200b\u200c\u200d\u2060\ufeff"
 _PIECES_PER_SEQUENCE = 256
+_FIRST = "\x00"  # marks a text's first piece (which has no space before it)
 _MAX_DISTINCT = 1 << 20  # encode and forget the pieces once this many are held
 
 
@@ -116,6 +134,13 @@ def _pre_tokenizer_mode(pre: Any) -> str | None:
     if kind == "Metaspace" and first.get("split", True) is True:
         return "space"
     if kind == "ByteLevel" and first.get("use_regex", True) is True:
+        return "space"
+    if (
+        kind == "Split"
+        and (first.get("pattern") or {}).get("Regex") in _SEPARABLE_SPLITS
+        and first.get("behavior") == "Isolated"
+        and not first.get("invert")
+    ):
         return "space"
     return None
 
@@ -216,12 +241,11 @@ class PieceCounter:
         self.backend = backend
         self.rules = rules
         self._encode = getattr(backend, "encode_batch_fast", None) or backend.encode_batch
-        self._bare: Counter[str] = Counter()  # pieces that start a text (or a word list's words)
-        self._spaced: Counter[str] = Counter()  # pieces after a space, stored without it
-        self._firsts: Counter[str] = Counter()  # first pieces, also held in _spaced's split
+        self._bare: Counter[str] = Counter()  # the words of word lists
+        self._text_pieces: Counter[str] = Counter()  # _FIRST + first piece, or piece sans space
         self._texts: Counter[str] = Counter()  # items per kind, for the post-processor's ids
         self._specials: dict[str, Counter[int]] = {}
-        self._verified: set[tuple[str, bool]] = set()
+        self._verified: set[str] = set()
         self._normalize: Any = None
         self.pieces_encoded = 0
 
@@ -259,32 +283,28 @@ class PieceCounter:
                 return False
             if any(guard in joined for guard in rules.guards):
                 return False
-        words = " ".join(texts).split(" ")  # str.split(" ") of a join is the lists joined
-        firsts = [text.partition(" ")[0] for text in texts]
-        if rules.checked or rules.graphemes:
-            batch_words = Counter(words)
-            batch_firsts = Counter(firsts)
-            batch_spaced = batch_words - batch_firsts
-            if not self._verify(batch_firsts, batch_spaced):
-                return False
-            self._bare.update(batch_firsts)
-            self._spaced.update(batch_spaced)
-            return True
-        self._spaced.update(words)
-        self._firsts.update(firsts)
+        # One split for the whole batch: a text's first piece comes out marked with _FIRST,
+        # the pieces after a space come out without their space.
+        marked = _FIRST + f" {_FIRST}".join(texts)
+        if marked.count(_FIRST) != len(texts):  # a text holds the marker itself
+            return False
+        pieces = marked.split(" ")
+        if (rules.checked or rules.graphemes) and not self._verify(set(pieces)):
+            return False
+        self._text_pieces.update(pieces)
         return True
 
-    def _verify(self, bare: Iterable[str], spaced: Iterable[str]) -> bool:
+    def _verify(self, pieces: set[str]) -> bool:
         """Check the pieces not seen before (normalizers that need it, see the docstring)."""
         if self._normalize is None:
             normalizer = self.backend.normalizer
             self._normalize = normalizer.normalize_str if normalizer is not None else str
-        todo = [(p, False) for p in bare if (p, False) not in self._verified]
-        todo += [(p, True) for p in spaced if (p, True) not in self._verified]
-        for piece, is_spaced in todo:
-            if not self._piece_ok(" " + piece if is_spaced else piece, is_spaced):
+        new = pieces - self._verified
+        for key in new:
+            first = key.startswith(_FIRST)
+            if not self._piece_ok(key[1:] if first else " " + key, spaced=not first):
                 return False
-        self._verified.update(todo)
+        self._verified |= new
         return True
 
     def _piece_ok(self, piece: str, spaced: bool) -> bool:
@@ -323,20 +343,15 @@ class PieceCounter:
     @property
     def full(self) -> bool:
         """Whether enough distinct pieces are held that :meth:`flush` is due."""
-        return len(self._bare) + len(self._spaced) > _MAX_DISTINCT
+        return len(self._bare) + len(self._text_pieces) > _MAX_DISTINCT
 
     def flush(self, counts: np.ndarray[Any, np.dtype[np.int64]]) -> None:
         """Encode the held pieces once each and add their weighted ids to ``counts``."""
         groups: defaultdict[int, list[str]] = defaultdict(list)
         for piece, n in self._bare.items():
             groups[n].append(piece)
-        firsts = self._firsts
-        for piece, n in firsts.items():
-            groups[n].append(piece)
-        for piece, n in self._spaced.items():
-            n -= firsts.get(piece, 0)
-            if n:
-                groups[n].append(" " + piece)
+        for key, n in self._text_pieces.items():
+            groups[n].append(key[1:] if key.startswith(_FIRST) else " " + key)
         sequences: list[list[str]] = []
         weights: list[int] = []
         for weight, pieces in groups.items():
@@ -362,8 +377,7 @@ class PieceCounter:
                 _check_range(np.asarray([token_id]), len(counts))
                 counts[token_id] += n * per_item
         self._bare.clear()
-        self._spaced.clear()
-        self._firsts.clear()
+        self._text_pieces.clear()
         self._texts.clear()
 
 

@@ -159,6 +159,12 @@ def _variants(trained: dict[str, Tokenizer]) -> dict[str, tuple[Tokenizer, str]]
             "whitespace",
         ),
     }
+    from fixtures.fast_tokenizers import build_corpus
+    from fixtures.llm_tokenizers import _llama3, _qwen2, _tekken
+
+    corpus = build_corpus(400)
+    for name, build in (("llama3", _llama3), ("qwen2", _qwen2), ("tekken", _tekken)):
+        out[name] = (_edit(_with_space_runs(build(corpus)[0])), "space")
     return out
 
 
@@ -206,7 +212,7 @@ def _counted(tok: Tokenizer, items: list[Any], batch_size: int) -> dict[int, int
         "wordpiece", "wordpiece_no_spaced_token", "bytelevel_bpe", "gpt2_bpe",
         "gpt2_prefix_space", "gpt2_bert_normalizer", "gpt2_nfc_lowercase", "suffix_bpe",
         "byte_fallback_bpe", "unigram", "unigram_first", "unigram_never", "unigram_collapse",
-        "unigram_whitespace_first", "wordlevel", "wordlevel_digits",
+        "unigram_whitespace_first", "wordlevel", "wordlevel_digits", "llama3", "qwen2", "tekken",
     ],
 )  # fmt: skip
 def test_mode_of_each_pipeline(variants: dict[str, tuple[Tokenizer, str]], name: str) -> None:

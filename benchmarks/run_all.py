@@ -236,8 +236,15 @@ def render(results: dict[str, Any], command: str, images: list[str]) -> str:
         "Ratios are what matter; absolute times belong to this machine:\n"
     )
     for section, when in sorted((results.get("rerun") or {}).items()):
+        env = ""
+        if isinstance(when, dict):
+            env = (
+                f" with Python {when['python']}, torch {when['torch']}, transformers "
+                f"{when['transformers']}, vocabcore at git `{when.get('git', '?')}`"
+            )
+            when = when["date"]
         add(
-            f"Section `{section}` was measured again on {when} "
+            f"Section `{section}` was measured again on {when}{env} "
             f"(`python benchmarks/run_all.py --rerun {section}`), after a change to the code it "
             "measures; the other sections are from the run above.\n"
         )
@@ -720,7 +727,11 @@ def main() -> None:
         }
         results[args.rerun] = measure[args.rerun]()
         now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        results.setdefault("rerun", {})[args.rerun] = now
+        env = machine()
+        results.setdefault("rerun", {})[args.rerun] = {
+            "date": now,
+            **{k: env.get(k) for k in ("python", "torch", "transformers", "git")},
+        }
         (HERE / "results.json").write_text(json.dumps(results, indent=1))
     else:
         t0 = time.perf_counter()

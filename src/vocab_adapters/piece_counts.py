@@ -23,7 +23,8 @@ known to be separable keeps the per-text path:
   non-space and precedes one (and elsewhere, never across it); a batch whose texts have a space
   next to whitespace (or at a text's end) goes the per-text way. Normalizers that can turn
   a character into whitespace or remove one (``NFKC``, ``StripAccents``, ``Precompiled``,
-  a whitespace-collapsing ``Replace``) are checked on each distinct piece instead.
+  a whitespace-collapsing ``Replace``, a right-only ``Strip``) are checked on each distinct
+  piece instead.
 
 Added tokens whose content holds whitespace rule out texts; ``lstrip``/``rstrip`` tokens
 (which swallow the whitespace next to them) rule out ``"space"`` pipelines for the batches
@@ -81,12 +82,24 @@ _ODD_SPACES = "\u180e\u200b\u200c\u200d\u2060\ufeff"
 _PIECES_PER_SEQUENCE = 256
 _FIRST = "\x00"  # marks a text's first piece (which has no space before it)
 _MAX_DISTINCT = 1 << 20  # encode and forget the pieces once this many are held
+# After _PROBE pieces, a corpus with more than _MOST_DISTINCT of them distinct (random ids,
+# hashes) goes text by text: encoding distinct pieces only pays where pieces repeat.
+_PROBE = 50_000
+_MOST_DISTINCT = 0.5
 
 
 class Separability:
     """How a tokenizer's texts may be cut into pieces (see the module docstring)."""
 
-    __slots__ = ("checked", "graphemes", "guards", "mode", "no_trailing_space", "raw_guard")
+    __slots__ = (
+        "checked",
+        "graphemes",
+        "guards",
+        "mode",
+        "no_trailing_space",
+        "no_trailing_whitespace",
+        "raw_guard",
+    )
 
     def __init__(
         self,
@@ -95,12 +108,14 @@ class Separability:
         checked: bool = False,
         graphemes: bool = False,
         no_trailing_space: bool = False,
+        no_trailing_whitespace: bool = False,
         guards: tuple[str, ...] = (),
     ) -> None:
         self.mode = mode  # "words" (word lists only), "whitespace" or "space"
         self.checked = checked  # check each distinct piece's normalized form
         self.graphemes = graphemes  # Precompiled: check the grapheme before the cut
         self.no_trailing_space = no_trailing_space  # a collapsing Replace: no " " at the cut
+        self.no_trailing_whitespace = no_trailing_whitespace  # Strip(right): no whitespace
         self.guards = guards  # batches containing these strings go the per-text way
         self.raw_guard = mode == "space" and not checked
 
@@ -163,11 +178,11 @@ def _literal(step: dict[str, Any]) -> bool:
 
 
 def _normalizer_rules(normalizer: Any, mode: str) -> dict[str, bool] | None:
-    """``{"checked": ..., "graphemes": ..., "no_trailing_space": ...}`` or ``None``."""
+    """The :class:`Separability` flags the normalizer needs, or ``None`` (not separable)."""
     steps = _steps(normalizer, "normalizers")
     if steps is None:
         return None
-    checked = graphemes = collapsing = False
+    checked = graphemes = collapsing = stripping = False
     for step in steps:
         kind = step.get("type")
         if kind in _PLAIN:
@@ -177,6 +192,9 @@ def _normalizer_rules(normalizer: Any, mode: str) -> dict[str, bool] | None:
             graphemes = graphemes or kind == "Precompiled"
         elif kind == "Strip" and mode == "whitespace":
             continue
+        elif kind == "Strip" and not step.get("strip_left") and step.get("strip_right"):
+            # strips a text's end only: a piece before a cut must not end in whitespace
+            checked = stripping = True
         elif kind == "Replace" and _literal(step):
             content = step["content"]
             if mode == "space" and (not content or any(c.isspace() for c in content)):
@@ -186,9 +204,12 @@ def _normalizer_rules(normalizer: Any, mode: str) -> dict[str, bool] | None:
             checked = checked or mode == "space"
         else:
             return None
-    if graphemes and any(step.get("type") == "Strip" for step in steps):
-        return None
-    return {"checked": checked, "graphemes": graphemes, "no_trailing_space": collapsing}
+    return {
+        "checked": checked,
+        "graphemes": graphemes,
+        "no_trailing_space": collapsing,
+        "no_trailing_whitespace": stripping,
+    }
 
 
 def separability(document: dict[str, Any]) -> Separability | None:
@@ -248,9 +269,13 @@ class PieceCounter:
         self._verified: set[str] = set()
         self._normalize: Any = None
         self.pieces_encoded = 0
+        self._pieces_seen = 0  # since the last flush
+        self.stopped = False  # set once the corpus shows it hardly repeats its pieces
 
     def accepts(self, kind: str) -> bool:
         """Whether batches of this kind (``text``, ``pair``, ``words``, ``word_pair``) may go."""
+        if self.stopped:
+            return False
         if kind in ("words", "word_pair"):
             return True
         return kind in ("text", "pair") and self.rules.mode != "words"
@@ -264,35 +289,45 @@ class PieceCounter:
             if specials is None:
                 return False
             self._specials[kind] = specials
-        if kind == "words":
-            self._bare.update(chain.from_iterable(batch))
-        elif kind == "word_pair":
-            self._bare.update(chain.from_iterable(chain.from_iterable(batch)))
+        if kind in ("words", "word_pair"):
+            words = list(chain.from_iterable(batch))
+            if kind == "word_pair":
+                words = list(chain.from_iterable(words))
+            self._bare.update(words)
+            added = len(words)
         else:
             texts = batch if kind == "text" else list(chain.from_iterable(batch))
-            if not self._add_texts(texts):
+            added = self._add_texts(texts)
+            if not added:
                 return False
         self._texts[kind] += len(batch)
+        self._pieces_seen += added
+        if self._pieces_seen >= _PROBE and self._distinct() > _MOST_DISTINCT * self._pieces_seen:
+            self.stopped = True  # the corpus hardly repeats: encoding text by text is faster
         return True
 
-    def _add_texts(self, texts: list[str]) -> bool:
+    def _distinct(self) -> int:
+        return len(self._bare) + len(self._text_pieces)
+
+    def _add_texts(self, texts: list[str]) -> int:
+        """The number of pieces taken in (0: none, encode these texts one by one)."""
         rules = self.rules
         if rules.raw_guard or rules.guards:
             joined = "\n".join(texts)
             if rules.raw_guard and _bad_space(joined):
-                return False
+                return 0
             if any(guard in joined for guard in rules.guards):
-                return False
+                return 0
         # One split for the whole batch: a text's first piece comes out marked with _FIRST,
         # the pieces after a space come out without their space.
         marked = _FIRST + f" {_FIRST}".join(texts)
         if marked.count(_FIRST) != len(texts):  # a text holds the marker itself
-            return False
+            return 0
         pieces = marked.split(" ")
         if (rules.checked or rules.graphemes) and not self._verify(set(pieces)):
-            return False
+            return 0
         self._text_pieces.update(pieces)
-        return True
+        return len(pieces)
 
     def _verify(self, pieces: set[str]) -> bool:
         """Check the pieces not seen before (normalizers that need it, see the docstring)."""
@@ -325,6 +360,8 @@ class PieceCounter:
             len(normalized) < 2 or normalized[0] != " " or _is_space_like(normalized[1])
         ):
             return False
+        if rules.no_trailing_whitespace and normalized and _is_space_like(normalized[-1]):
+            return False
         return not (rules.no_trailing_space and normalized.endswith(" "))
 
     def _specials_of(self, item: Any, kind: str) -> Counter[int] | None:
@@ -343,7 +380,7 @@ class PieceCounter:
     @property
     def full(self) -> bool:
         """Whether enough distinct pieces are held that :meth:`flush` is due."""
-        return len(self._bare) + len(self._text_pieces) > _MAX_DISTINCT
+        return self._distinct() > _MAX_DISTINCT
 
     def flush(self, counts: np.ndarray[Any, np.dtype[np.int64]]) -> None:
         """Encode the held pieces once each and add their weighted ids to ``counts``."""
@@ -379,6 +416,7 @@ class PieceCounter:
         self._bare.clear()
         self._text_pieces.clear()
         self._texts.clear()
+        self._pieces_seen = 0
 
 
 def _chunks(encode: Any, sequences: list[list[str]]) -> Iterator[list[Any]]:

@@ -173,17 +173,22 @@ def variants(trained_tokenizers: dict[str, Tokenizer]) -> dict[str, tuple[Tokeni
     return _variants(trained_tokenizers)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["precompiled", "precompiled_strip"])
 def precompiled(
-    trained_tokenizers: dict[str, Tokenizer], slow_spm_models: dict[str, Any]
+    request: pytest.FixtureRequest,
+    trained_tokenizers: dict[str, Tokenizer],
+    slow_spm_models: dict[str, Any],
 ) -> Tokenizer:
-    """The Unigram fixture with XLM-R's normalizer: a sentencepiece Precompiled charsmap."""
+    """The Unigram fixture with XLM-R's normalizer: a sentencepiece Precompiled charsmap, and
+    (``precompiled_strip``) the right ``Strip`` transformers 4.57 adds when converting it."""
     from tokenizers import Regex, normalizers
 
     tok = _edit(trained_tokenizers["unigram"])
-    spm_normalizer = _precompiled_normalizer(slow_spm_models["xlmr_unigram"])
-    collapse = normalizers.Replace(Regex(" {2,}"), " ")
-    tok.normalizer = normalizers.Sequence([spm_normalizer, collapse])
+    steps = [_precompiled_normalizer(slow_spm_models["xlmr_unigram"])]
+    if request.param == "precompiled_strip":
+        steps.append(normalizers.Strip(left=False, right=True))
+    steps.append(normalizers.Replace(Regex(" {2,}"), " "))
+    tok.normalizer = normalizers.Sequence(steps)
     return tok
 
 
@@ -317,3 +322,33 @@ def test_hf_wrappers_take_the_same_path(
         items = corpus_texts[:100]
         expected = Counter(chain.from_iterable(hf(items)["input_ids"]))
         assert {i: c for i, c in enumerate(count(hf, items).counts) if c} == dict(expected), name
+
+
+def test_corpus_without_repeats_goes_text_by_text(
+    variants: dict[str, tuple[Tokenizer, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pieces that hardly repeat (ids, hashes) stop the piece path; counts stay exact."""
+    import random
+    import string
+
+    from vocab_adapters import piece_counts
+
+    monkeypatch.setattr(piece_counts, "_PROBE", 500)
+    rng = random.Random(0)
+    items = [
+        " ".join("".join(rng.choices(string.ascii_lowercase, k=8)) for _ in range(10))
+        for _ in range(300)
+    ]
+    tok, _ = variants["wordlevel"]
+    with texts_module._Encoder(tok) as encoder:
+        pieces = encoder.pieces
+        assert pieces is not None
+        for start in range(0, 60, 20):
+            encoder.count_pieces(items[start : start + 20], "text")
+        assert pieces.stopped
+        assert not encoder.count_pieces(items[:20], "text")
+    repeated = items[:10] * 30
+    with texts_module._Encoder(tok) as encoder:
+        for start in range(0, len(repeated), 20):
+            assert encoder.count_pieces(repeated[start : start + 20], "text")
+    assert _counted(tok, items, 20) == _reference(tok, items)

@@ -268,7 +268,6 @@ class PieceCounter:
         self._specials: dict[str, Counter[int]] = {}
         self._verified: set[str] = set()
         self._normalize: Any = None
-        self.pieces_encoded = 0
         self._pieces_seen = 0  # since the last flush
         self.stopped = False  # set once the corpus shows it hardly repeats its pieces
 
@@ -395,7 +394,6 @@ class PieceCounter:
             for start in range(0, len(pieces), _PIECES_PER_SEQUENCE):
                 sequences.append(pieces[start : start + _PIECES_PER_SEQUENCE])
                 weights.append(weight)
-        self.pieces_encoded += sum(len(s) for s in sequences)
         flat: list[int] = []
         lengths: list[int] = []
         for encodings in _chunks(self._encode, sequences):
@@ -426,7 +424,19 @@ def _chunks(encode: Any, sequences: list[list[str]]) -> Iterator[list[Any]]:
 
 def _bad_space(joined: str) -> bool:
     """Whether a space of these (newline-joined) texts touches whitespace or a text's end."""
+    if joined.isascii():  # the same test as the regex, by substring search
+        if joined.startswith(" ") or joined.endswith(" "):
+            return True
+        rare = any(c in joined for c in _ASCII_SPACES[3:])  # whitespace besides " " "\n" "\t"
+        pairs = _ASCII_BAD_PAIRS if rare else ("  ", " \n", "\n ", " \t", "\t ")
+        return any(pair in joined for pair in pairs)
     return _BAD_SPACE.search(joined) is not None
+
+
+_ASCII_SPACES = " \n\t\r\x0b\x0c\x1c\x1d\x1e\x1f"  # what Python's \s matches in ASCII
+_ASCII_BAD_PAIRS = tuple(
+    sorted({" " + c for c in _ASCII_SPACES} | {c + " " for c in _ASCII_SPACES})
+)
 
 
 def _check_range(ids: np.ndarray[Any, Any], size: int) -> None:

@@ -352,3 +352,11 @@ def test_corpus_without_repeats_goes_text_by_text(
         for start in range(0, len(repeated), 20):
             assert encoder.count_pieces(repeated[start : start + 20], "text")
     assert _counted(tok, items, 20) == _reference(tok, items)
+
+
+@given(st.text(alphabet=" \t\n\r\x0b\x0c\x1c\x1f\x85ab.\u00a0\u3000\u200b", max_size=10))
+def test_space_guard_equals_its_regex(text: str) -> None:
+    """The substring shortcut for ASCII batches finds exactly what the regex finds."""
+    from vocab_adapters import piece_counts
+
+    assert piece_counts._bad_space(text) == (piece_counts._BAD_SPACE.search(text) is not None)

@@ -403,13 +403,13 @@ class PieceCounter:
                 lengths.append(len(ids))
         if flat:
             ids_array = np.asarray(flat, dtype=np.int64)
-            _check_range(ids_array, len(counts))
+            check_range(ids_array, len(counts))
             repeated = np.repeat(np.asarray(weights, dtype=np.float64), lengths)
             summed = np.bincount(ids_array, weights=repeated, minlength=len(counts))
             counts += np.rint(summed).astype(np.int64)
         for kind, n in self._texts.items():
             for token_id, per_item in self._specials.get(kind, Counter()).items():
-                _check_range(np.asarray([token_id]), len(counts))
+                check_range(np.asarray([token_id]), len(counts))
                 counts[token_id] += n * per_item
         self._bare.clear()
         self._text_pieces.clear()
@@ -439,7 +439,8 @@ _ASCII_BAD_PAIRS = tuple(
 )
 
 
-def _check_range(ids: np.ndarray[Any, Any], size: int) -> None:
+def check_range(ids: np.ndarray[Any, Any], size: int) -> None:
+    """``VocabError`` if an id the tokenizer produced lies outside ``0 .. size - 1``."""
     if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= size):
         from vocabcore import VocabError
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from vocab_adapters.piece_counts import PieceCounter, separability
+from vocab_adapters.piece_counts import PieceCounter, check_range, separability
 from vocab_adapters.text_files import dataset_string_columns, guess_text_columns
 from vocab_adapters.tokenizer_adapter import close_plan
 from vocab_adapters.tokenizer_backend import backend_of, fingerprint, parsed, tokenizer_size
@@ -333,12 +333,8 @@ def _count_array(
         pending.clear()
         n_pending = 0
         if flat.size:
-            low, high = int(flat.min()), int(flat.max())
-            if low < 0 or high >= size:
-                raise VocabError(
-                    f"the tokenizer produced id {high if high >= size else low} beyond its "
-                    f"size {size}; its vocabulary is inconsistent"
-                )
+            check_range(flat, size)
+            high = int(flat.max())
             counts[: high + 1] += np.bincount(flat, minlength=high + 1)
 
     try:
@@ -487,11 +483,7 @@ def _batch_unique(
             ids = np.flatnonzero(counts)
             return ids, counts[ids]
         flat = encode(batch, kind)
-    if flat.size and (flat.min() < 0 or flat.max() >= size):
-        raise VocabError(
-            f"the tokenizer produced id {int(flat.max())} beyond its size {size}; "
-            "its vocabulary is inconsistent"
-        )
+    check_range(flat, size)
     ids, freq = np.unique(flat, return_counts=True)
     return ids, freq
 

@@ -92,7 +92,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from vocab_adapters import count_tokens
-    from vocab_adapters.texts import count_tokens_parallel
+    from vocab_adapters.planning.texts import count_tokens_parallel
 
     datasets.disable_progress_bars()
     tokenizer = AutoTokenizer.from_pretrained(str(_tokenizers.minilm_dir()))

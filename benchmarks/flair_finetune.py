@@ -171,7 +171,7 @@ def worker(mode: str, seed: int, n: int, max_steps: int, out: Path) -> None:
             )
             plugins.insert(0, cls(base_path=Path(tmp), save_optimizer_state=False))
         elif mode == "vocabcore":
-            from vocab_adapters.flair_plugin import ReduceVocabPlugin
+            from vocab_adapters.integrations.flair_plugin import ReduceVocabPlugin
 
             cls = _timed(ReduceVocabPlugin, "reduce_vocab", "save_full_model", timings)
             plugins.insert(0, cls())
@@ -270,8 +270,8 @@ def render(data: dict[str, Any]) -> str:
         "exists, else `final-model.pt`, as Flair's plugin does); `SequenceTagger.load` then gives",
         "the full model. Options: `min_count`, `keep`, `softmax`, `offload`, `base_path`,",
         "`save_optimizer_state` (match the trainer's). The class is",
-        "`vocab_adapters.flair_plugin.ReduceVocabPlugin`; flair is imported only when a plugin is",
-        "made.",
+        "`vocab_adapters.integrations.flair_plugin.ReduceVocabPlugin`; flair is imported only",
+        "when a plugin is made.",
         "",
         "Differences from Flair's plugin (transformer-smaller-training-vocab): an exception during",
         "training leaves the model restored (the predecessor's context manager has no",

@@ -394,8 +394,8 @@ def run(quick: bool, rounds: int) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from vocab_adapters import plan_from_texts
-    from vocab_adapters.fast_tokenizer import reduce_tokenizer_json
-    from vocab_adapters.tokenizer_backend import dump_json, load_json
+    from vocab_adapters.stages.fast_tokenizer import reduce_tokenizer_json
+    from vocab_adapters.tokenization.tokenizer_backend import dump_json, load_json
 
     n = 2_000 if quick else 30_000
     sentences = _corpus.training_set(n)

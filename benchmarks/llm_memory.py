@@ -228,8 +228,6 @@ def _imports() -> None:
     import torch
     import transformers  # noqa: F401
 
-    import vocab_adapters.embeddings
-    import vocab_adapters.session  # noqa: F401
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
 

@@ -181,7 +181,7 @@ def part_xlmr(train: list[str], held: list[str], other: list[str], work: Path) -
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from vocab_adapters import count_tokens, coverage, export_reduced, plan_from_texts
-    from vocab_adapters.coverage_report import coverage_curve, plot_coverage
+    from vocab_adapters.reports.coverage_report import coverage_curve, plot_coverage
 
     tokenizer = AutoTokenizer.from_pretrained(str(_tokenizers.build("xlmr")))
     vocab = len(tokenizer)

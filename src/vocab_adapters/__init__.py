@@ -1,5 +1,13 @@
 """vocab_adapters: apply a vocabcore plan to tokenizers, models, configs and optimizers.
 
+The package is grouped by role (``docs/concepts.md`` draws it): ``stages/`` (the reversible
+stages, one module per target), ``tokenization/`` (tokenizer knowledge they share with the
+planning code), ``planning/`` (building plans), ``reports/`` (coverage and memory figures),
+``integrations/`` (Trainer, Flair, sentence-transformers, distributed training), and on top
+``session`` (``apply_plan``, ``revert_plan``, ``reduced_vocab``), ``export`` and ``cli``. The
+modules' earlier flat paths (``vocab_adapters.fast_tokenizer``, ``vocab_adapters.softmax``,
+...) still import, as the very same module objects.
+
 The top-level names are loaded on first use, so ``import vocab_adapters`` (and the
 ``vocabcore`` command's start, ``--help`` and argument errors) does not import torch and
 transformers: measured, that saves about 3.5 s of a 3.7 s cold start, while importing every
@@ -11,13 +19,25 @@ adapter modules (``fast_tokenizer``, ``slow_tokenizer``, ``embeddings``, ``confi
 
 from __future__ import annotations
 
+import sys
+from importlib.abc import Loader, MetaPathFinder
+from importlib.machinery import ModuleSpec
+from importlib.util import spec_from_loader
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from vocab_adapters.coverage_report import CoverageReport, coverage
     from vocab_adapters.export import export_reduced
-    from vocab_adapters.flair_plugin import reduce_vocab_plugin
-    from vocab_adapters.memory import memory_estimate
+    from vocab_adapters.integrations.flair_plugin import reduce_vocab_plugin
+    from vocab_adapters.planning.suggest import suggest_tokens
+    from vocab_adapters.planning.texts import (
+        count_tokens,
+        count_tokens_parallel,
+        plan_from_counts,
+        plan_from_texts,
+    )
+    from vocab_adapters.reports.coverage_report import CoverageReport, coverage
+    from vocab_adapters.reports.memory import memory_estimate
     from vocab_adapters.session import (
         AppliedPlan,
         apply_plan,
@@ -25,14 +45,7 @@ if TYPE_CHECKING:
         revert_plan,
         track_optimizer,
     )
-    from vocab_adapters.suggest import suggest_tokens
-    from vocab_adapters.texts import (
-        count_tokens,
-        count_tokens_parallel,
-        plan_from_counts,
-        plan_from_texts,
-    )
-    from vocab_adapters.tokenizer_backend import fingerprint
+    from vocab_adapters.tokenization.tokenizer_backend import fingerprint
 
 __all__ = [
     "AppliedPlan",
@@ -59,17 +72,17 @@ _HOMES = {
     "reduced_vocab": "session",
     "revert_plan": "session",
     "track_optimizer": "session",
-    "fingerprint": "tokenizer_backend",
-    "plan_from_texts": "texts",
-    "count_tokens": "texts",
-    "count_tokens_parallel": "texts",
-    "plan_from_counts": "texts",
+    "fingerprint": "tokenization.tokenizer_backend",
+    "plan_from_texts": "planning.texts",
+    "count_tokens": "planning.texts",
+    "count_tokens_parallel": "planning.texts",
+    "plan_from_counts": "planning.texts",
     "export_reduced": "export",
-    "memory_estimate": "memory",
-    "coverage": "coverage_report",
-    "CoverageReport": "coverage_report",
-    "suggest_tokens": "suggest",
-    "reduce_vocab_plugin": "flair_plugin",
+    "memory_estimate": "reports.memory",
+    "coverage": "reports.coverage_report",
+    "CoverageReport": "reports.coverage_report",
+    "suggest_tokens": "planning.suggest",
+    "reduce_vocab_plugin": "integrations.flair_plugin",
 }
 
 
@@ -95,3 +108,83 @@ def _check_no_shadowing() -> None:  # run by the tests: a public name must not b
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
+
+
+#: Where each module lives, by the flat name it had before the grouped layout.
+MOVED = {
+    **{
+        name: f"stages.{name}"
+        for name in (
+            "reversible",
+            "fast_tokenizer",
+            "slow_tokenizer",
+            "embeddings",
+            "config",
+            "optimizer",
+            "softmax",
+            "added_rows",
+            "tokenizer_adapter",
+            "wrappers",
+        )
+    },
+    **{
+        name: f"tokenization.{name}"
+        for name in (
+            "tokenizer_backend",
+            "bpe_closure",
+            "added_tokens",
+            "sp_added",
+        )
+    },
+    **{
+        name: f"planning.{name}"
+        for name in (
+            "texts",
+            "piece_counts",
+            "chat",
+            "budget",
+            "suggest",
+            "text_files",
+        )
+    },
+    **{name: f"reports.{name}" for name in ("coverage_report", "memory")},
+    **{
+        name: f"integrations.{name}"
+        for name in (
+            "trainer",
+            "flair_plugin",
+            "sentence_transformer",
+            "distributed",
+        )
+    },
+}
+
+
+class _FlatPaths(MetaPathFinder, Loader):
+    """``import vocab_adapters.<flat name>`` gives the module at its grouped path."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, ModuleSpec | None] = {}
+
+    def find_spec(
+        self, fullname: str, path: Any = None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        package, _, name = fullname.rpartition(".")
+        if package != __name__ or name not in MOVED:
+            return None
+        return spec_from_loader(fullname, self)
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType:
+        from importlib import import_module
+
+        module = import_module(f"{__name__}.{MOVED[spec.name.rpartition('.')[2]]}")
+        self._specs[module.__name__] = module.__spec__
+        return module
+
+    def exec_module(self, module: ModuleType) -> None:
+        """Nothing to run (the module ran at its grouped path); it keeps its own spec."""
+        module.__spec__ = self._specs[module.__name__]
+
+
+if not any(isinstance(finder, _FlatPaths) for finder in sys.meta_path):
+    sys.meta_path.append(_FlatPaths())

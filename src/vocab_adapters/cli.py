@@ -84,8 +84,8 @@ def parameter_stats(model: Any, plan: VocabPlan) -> dict[str, Any]:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from vocab_adapters.text_files import iter_texts
-    from vocab_adapters.texts import plan_from_texts
+    from vocab_adapters.planning.text_files import iter_texts
+    from vocab_adapters.planning.texts import plan_from_texts
 
     if args.add_min_count is not None and args.add_tokens is None:
         _fail("--add-min-count needs --add-tokens N (it filters the suggested tokens)")
@@ -94,7 +94,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     keep: list[int | str] = list(args.keep or [])
     add_tokens: list[str] | None = list(args.add_token) if args.add_token else None
     if args.add_tokens is not None:  # suggestions: the texts are read twice
-        from vocab_adapters.suggest import suggest_tokens
+        from vocab_adapters.planning.suggest import suggest_tokens
 
         texts = list(texts)
         min_count = 5 if args.add_min_count is None else args.add_min_count
@@ -119,8 +119,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_suggest(args: argparse.Namespace) -> int:
-    from vocab_adapters.suggest import suggest_tokens
-    from vocab_adapters.text_files import iter_texts
+    from vocab_adapters.planning.suggest import suggest_tokens
+    from vocab_adapters.planning.text_files import iter_texts
 
     tokenizer = load_tokenizer(args.tokenizer)
     texts = iter_texts(args.texts, args.column or ())
@@ -142,7 +142,7 @@ def _human_bytes(n: float) -> str:
 
 
 def _memory_stats(args: argparse.Namespace, plan: VocabPlan) -> tuple[dict[str, Any], Any]:
-    from vocab_adapters.memory import memory_estimate
+    from vocab_adapters.reports.memory import memory_estimate
 
     est = memory_estimate(
         args.model,
@@ -269,8 +269,8 @@ def _coverage_stats(args: argparse.Namespace, plan: VocabPlan) -> Any:
 
         if importlib.util.find_spec("matplotlib") is None:
             _fail("--plot needs matplotlib: pip install 'vocabcore[plot]'")
-    from vocab_adapters.coverage_report import coverage, coverage_curve, plot_coverage
-    from vocab_adapters.text_files import iter_texts
+    from vocab_adapters.planning.text_files import iter_texts
+    from vocab_adapters.reports.coverage_report import coverage, coverage_curve, plot_coverage
 
     tokenizer = load_tokenizer(args.tokenizer)
     texts = list(iter_texts(args.texts, args.column or ()))
@@ -300,7 +300,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from vocab_adapters.export import export_reduced
 
     plan = VocabPlan.load(args.plan)
-    from vocab_adapters import sentence_transformer
+    from vocab_adapters.integrations import sentence_transformer
 
     if sentence_transformer.is_sentence_transformer_dir(args.model):
         st_model = sentence_transformer.load(args.model)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vocab_adapters.session import apply_plan, revert_plan
-from vocab_adapters.tokenizer_backend import backend_of
+from vocab_adapters.tokenization.tokenizer_backend import backend_of
 from vocabcore import VocabError, VocabPlan
 
 __all__ = ["PLAN_FILE", "export_reduced"]
@@ -55,7 +55,7 @@ def export_reduced(
             f"output directory {str(target)!r} exists and is not empty; choose another "
             "or pass overwrite=True (--overwrite)"
         )
-    from vocab_adapters import sentence_transformer as st
+    from vocab_adapters.integrations import sentence_transformer as st
 
     if isinstance(model, (str, Path)) and st.is_sentence_transformer_dir(model):
         model = st.load(model)

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from vocab_adapters.reversible import RECORD, Applied, Prepared, commit_all
+from vocab_adapters.stages.reversible import RECORD, Applied, Prepared, commit_all
 from vocabcore import VocabError, VocabPlan
 
 __all__ = [
@@ -118,16 +118,16 @@ def _prepare_stages(
     prepared: dict[str, Prepared] = {}
     swaps: tuple[Any, ...] = ()
     if tokenizer is not None:
-        from vocab_adapters.tokenizer_adapter import adapter_for
+        from vocab_adapters.stages.tokenizer_adapter import adapter_for
 
         prepared["tokenizer"] = adapter_for(tokenizer).prepare(plan, tokenizer)
     if model is not None:
-        from vocab_adapters import config as config_adapter
-        from vocab_adapters import embeddings
+        from vocab_adapters.stages import config as config_adapter
+        from vocab_adapters.stages import embeddings
 
         added_pieces = None
         if plan.added and tokenizer is not None:  # rows of added tokens: mean of their pieces
-            from vocab_adapters.tokenizer_adapter import token_pieces
+            from vocab_adapters.stages.tokenizer_adapter import token_pieces
 
             added_pieces = token_pieces(tokenizer, plan.added)
         prepared_embeddings = embeddings.prepare(
@@ -138,13 +138,13 @@ def _prepare_stages(
         if getattr(model, "config", None) is not None:
             prepared["config"] = config_adapter.prepare(plan, model)
         if softmax != "reduced":  # needs the embeddings' swaps
-            from vocab_adapters import softmax as softmax_adapter
+            from vocab_adapters.stages import softmax as softmax_adapter
 
             prepared["softmax"] = softmax_adapter.prepare(
                 plan, model, swaps, softmax, offload=offload
             )
     if optimizer is not None:
-        from vocab_adapters import optimizer as optimizer_adapter
+        from vocab_adapters.stages import optimizer as optimizer_adapter
 
         prepared["optimizer"] = optimizer_adapter.prepare(optimizer, swaps)
     return [(name, prepared[name]) for name in STAGES if name in prepared], swaps
@@ -175,7 +175,7 @@ def apply_plan(
         softmax: ``"reduced"`` (default: the loss normalises over the kept ids), ``"full"``
             (the loss normalises over every row; dropped rows frozen) or ``"shifted"``
             (``"full"`` plus one trainable shift of the dropped rows); see
-            :mod:`vocab_adapters.softmax`.
+            :mod:`vocab_adapters.stages.softmax`.
 
     Returns:
         The handle that :func:`revert_plan` takes.
@@ -184,14 +184,14 @@ def apply_plan(
         PlanMismatchError: The plan was built for another tokenizer or vocabulary size.
         VocabError: Any other invalid input, the targets are already reduced, or the model
             is already wrapped for distributed training (DDP, FSDP, DeepSpeed: apply first,
-            then wrap; see :mod:`vocab_adapters.distributed`).
+            then wrap; see :mod:`vocab_adapters.integrations.distributed`).
     """
-    from vocab_adapters.softmax import check_mode
+    from vocab_adapters.stages.softmax import check_mode
 
     check_mode(softmax)
     _check_targets(plan, model, tokenizer, optimizer)
     if model is not None:
-        from vocab_adapters.wrappers import check_peft_apply, check_unwrapped
+        from vocab_adapters.stages.wrappers import check_peft_apply, check_unwrapped
 
         check_unwrapped(model, "apply")
         check_peft_apply(model)
@@ -216,7 +216,7 @@ def _late_handles(applied: AppliedPlan, optimizer: Any) -> list[Any]:
         late.append(optimizer)
     if not late:
         return []
-    from vocab_adapters import optimizer as optimizer_adapter
+    from vocab_adapters.stages import optimizer as optimizer_adapter
 
     handles: list[Any] = []
     try:
@@ -244,7 +244,7 @@ def revert_plan(applied: AppliedPlan, *, optimizer: Any = None, keep_added: bool
             for the full ones, with full-size state.
         keep_added: For a plan that adds tokens: keep them, at ids ``len(tokenizer)`` upward,
             with their trained rows; tokenizer, embeddings, config and optimizer state grow to
-            match (see :mod:`vocab_adapters.added_revert`). Otherwise the revert is exact.
+            match (see :mod:`vocab_adapters.stages.added_revert`). Otherwise the revert is exact.
 
     Raises:
         VocabError: The plan was already reverted, or a target was changed by something else
@@ -261,7 +261,7 @@ def revert_plan(applied: AppliedPlan, *, optimizer: Any = None, keep_added: bool
             "this plan was already reverted; revert_plan is called once per apply_plan"
         )
     if applied.model is not None:
-        from vocab_adapters.wrappers import check_peft_revert, check_unwrapped
+        from vocab_adapters.stages.wrappers import check_peft_revert, check_unwrapped
 
         check_unwrapped(applied.model, "revert")
         check_peft_revert(applied.model, (swap.reduced for swap in applied.swaps))
@@ -273,7 +273,7 @@ def revert_plan(applied: AppliedPlan, *, optimizer: Any = None, keep_added: bool
     try:
         steps: list[Any] = [change.prepare_revert() for change in order]
         if keep_added and applied.plan.added:  # grows what the stages computed
-            from vocab_adapters.added_revert import prepare_keep_added
+            from vocab_adapters.stages.added_revert import prepare_keep_added
 
             handles = [applied.stages.get("optimizer"), *late]
             steps.append(prepare_keep_added(applied, [h for h in handles if h is not None]))
@@ -320,7 +320,7 @@ def reduced_vocab(
     if plan is None:
         if tokenizer is None:
             raise VocabError("reduced_vocab(texts=...) needs the tokenizer to count tokens")
-        from vocab_adapters.texts import plan_from_texts
+        from vocab_adapters.planning.texts import plan_from_texts
 
         assert texts is not None
         plan = plan_from_texts(tokenizer, texts, min_count=min_count, keep=keep)

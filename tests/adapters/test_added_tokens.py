@@ -21,7 +21,7 @@ from vocab_adapters import (
     slow_tokenizer,
     suggest_tokens,
 )
-from vocab_adapters.tokenizer_adapter import token_pieces
+from vocab_adapters.stages.tokenizer_adapter import token_pieces
 from vocabcore import VocabError, VocabPlan
 
 TEXTS = slice(0, 400)

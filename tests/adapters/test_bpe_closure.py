@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from vocab_adapters.bpe_closure import close_under_merges as close_plan
-from vocab_adapters.bpe_closure import merge_table
-from vocab_adapters.fast_tokenizer import reduce_tokenizer_json
-from vocab_adapters.tokenizer_backend import dump_json, load_json
+from vocab_adapters.stages.fast_tokenizer import reduce_tokenizer_json
+from vocab_adapters.tokenization.bpe_closure import close_under_merges as close_plan
+from vocab_adapters.tokenization.bpe_closure import merge_table
+from vocab_adapters.tokenization.tokenizer_backend import dump_json, load_json
 from vocabcore import VocabPlan
 
 
@@ -101,7 +101,7 @@ def test_without_closure_encoding_differs(bytelevel_bpe_tokenizer: Tokenizer) ->
 
 def _exact_closure(ids: list[int], vocab: dict[str, int], merges: list[Any]) -> set[int]:
     """The reference: run BPE on every token's own characters, collect every symbol met."""
-    from vocab_adapters.bpe_closure import _initial_symbols, _run
+    from vocab_adapters.tokenization.bpe_closure import _initial_symbols, _run
 
     table = merge_table(merges)
     inverse = {i: t for t, i in vocab.items()}
@@ -119,7 +119,7 @@ def test_graph_walk_equals_exact_closure(
     gpt2_bpe_tokenizer: Tokenizer,
     byte_fallback_bpe_tokenizer: Tokenizer,
 ) -> None:
-    from vocab_adapters.bpe_closure import closure_ids
+    from vocab_adapters.tokenization.bpe_closure import closure_ids
 
     tok = data.draw(
         st.sampled_from([bytelevel_bpe_tokenizer, gpt2_bpe_tokenizer, byte_fallback_bpe_tokenizer])
@@ -130,7 +130,7 @@ def test_graph_walk_equals_exact_closure(
 
 
 def test_graph_walk_whole_vocabulary(bytelevel_bpe_tokenizer: Tokenizer) -> None:
-    from vocab_adapters.bpe_closure import closure_ids
+    from vocab_adapters.tokenization.bpe_closure import closure_ids
 
     vocab, merges, _ = bpe_parts(bytelevel_bpe_tokenizer)
     ids = sorted(vocab.values())
@@ -153,7 +153,7 @@ def test_graph_walk_whole_vocabulary(bytelevel_bpe_tokenizer: Tokenizer) -> None
 def test_graph_walk_where_the_graph_is_ambiguous(
     merges: list[tuple[str, str]], kept: list[str], expected: set[str]
 ) -> None:
-    from vocab_adapters.bpe_closure import closure_ids
+    from vocab_adapters.tokenization.bpe_closure import closure_ids
 
     names = ["a", "b", "c", "ab", "bc", "abc", "<", "s", ">", "<s>"]
     vocab = {t: i for i, t in enumerate(names)}

@@ -11,9 +11,9 @@ from tokenizers import Tokenizer
 from fixtures.fast_tokenizers import FAST_TOKENIZER_NAMES, copy_tokenizer
 from fixtures.slow_tokenizers import SlowCase
 from vocab_adapters import apply_plan, count_tokens, plan_from_counts, plan_from_texts, revert_plan
-from vocab_adapters.budget import budget_order, closure_pricer
-from vocab_adapters.fast_tokenizer import close_plan, fallback_ids
-from vocab_adapters.tokenizer_backend import tokenizer_document
+from vocab_adapters.planning.budget import budget_order, closure_pricer
+from vocab_adapters.stages.fast_tokenizer import close_plan, fallback_ids
+from vocab_adapters.tokenization.tokenizer_backend import tokenizer_document
 from vocabcore import VocabError, VocabPlan
 
 # Text in scripts the training corpus (English Python docs) barely has.

@@ -11,8 +11,8 @@ import torch
 from transformers import BertConfig, EncoderDecoderConfig
 
 from fixtures.models import TINY_MODEL_NAMES, remap, sample_batch, special_ids
-from vocab_adapters import config as config_adapter
-from vocab_adapters import embeddings
+from vocab_adapters.stages import config as config_adapter
+from vocab_adapters.stages import embeddings
 from vocabcore import PlanMismatchError, VocabError, VocabPlan
 
 

@@ -11,8 +11,8 @@ from tokenizers import Tokenizer
 
 from fixtures.fast_tokenizers import FAST_TOKENIZER_NAMES, copy_tokenizer
 from vocab_adapters import CoverageReport, count_tokens, coverage, plan_from_texts
-from vocab_adapters.coverage_report import coverage_curve, plot_coverage
-from vocab_adapters.tokenizer_backend import fingerprint
+from vocab_adapters.reports.coverage_report import coverage_curve, plot_coverage
+from vocab_adapters.tokenization.tokenizer_backend import fingerprint
 from vocabcore import VocabError, VocabPlan
 
 

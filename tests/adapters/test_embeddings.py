@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from fixtures.models import TINY_MODEL_NAMES, TinyModel, remap, sample_batch
-from vocab_adapters import embeddings
-from vocab_adapters.embeddings import ParamSwap, VocabSizedTensorWarning
+from vocab_adapters.stages import embeddings
+from vocab_adapters.stages.embeddings import ParamSwap, VocabSizedTensorWarning
 from vocabcore import PlanMismatchError, VocabError, VocabPlan
 
 cuda = pytest.mark.cuda

@@ -15,7 +15,7 @@ import pytest
 from fixtures.fast_tokenizers import FAST_TOKENIZER_NAMES, copy_tokenizer, wrap_hf
 from fixtures.slow_tokenizers import SlowCase
 from vocab_adapters import apply_plan, plan_from_texts, revert_plan
-from vocab_adapters.tokenizer_backend import backend_of, id_to_token_list
+from vocab_adapters.tokenization.tokenizer_backend import backend_of, id_to_token_list
 
 SLOW_NAMES = (
     "xlmr_unigram",

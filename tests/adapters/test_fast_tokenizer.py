@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from fixtures.fast_tokenizers import FAST_TOKENIZER_NAMES, copy_tokenizer, wrap_hf
-from vocab_adapters import fast_tokenizer
-from vocab_adapters.fast_tokenizer import close_plan, reduce_tokenizer_json
-from vocab_adapters.texts import plan_from_texts
-from vocab_adapters.tokenizer_backend import fingerprint, load_json
+from vocab_adapters.planning.texts import plan_from_texts
+from vocab_adapters.stages import fast_tokenizer
+from vocab_adapters.stages.fast_tokenizer import close_plan, reduce_tokenizer_json
+from vocab_adapters.tokenization.tokenizer_backend import fingerprint, load_json
 from vocabcore import PlanMismatchError, VocabError, VocabPlan
 
 UNSEEN = [

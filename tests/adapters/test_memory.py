@@ -13,7 +13,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from vocab_adapters import apply_plan, memory_estimate
-from vocab_adapters.memory import MemoryEstimate
+from vocab_adapters.reports.memory import MemoryEstimate
 from vocabcore import PlanMismatchError, VocabError, VocabPlan
 
 VOCAB = 211

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from vocab_adapters import embeddings
-from vocab_adapters import optimizer as optimizer_adapter
+from vocab_adapters.stages import embeddings
+from vocab_adapters.stages import optimizer as optimizer_adapter
 from vocabcore import VocabError, VocabPlan
 
 PLAN = VocabPlan(40, [0, 3, 4, 9, 17, 30, 39])

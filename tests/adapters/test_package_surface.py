@@ -28,8 +28,9 @@ def _run(code: str) -> None:
     "first",
     [
         "from vocab_adapters import plan_from_texts, apply_plan",
-        "import vocab_adapters.session, vocab_adapters.texts, vocab_adapters.export",
-        "import vocab_adapters.tokenizer_backend, vocab_adapters.fast_tokenizer",
+        "import vocab_adapters.session, vocab_adapters.planning.texts, vocab_adapters.export",
+        "import vocab_adapters.tokenization.tokenizer_backend",
+        "import vocab_adapters.stages.fast_tokenizer",
         "import vocab_adapters.cli",
         "pass",
     ],

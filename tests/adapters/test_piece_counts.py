@@ -2,8 +2,8 @@
 
 The reference is the backend's own ``encode_batch`` of each item; the counts under test come
 from ``count_tokens``, which encodes each distinct piece once where the pipeline allows it
-(:mod:`vocab_adapters.piece_counts`). Texts are built from pieces chosen to break a careless
-cut: runs and edges of spaces, tabs and newlines, other Unicode spaces, combining marks
+(:mod:`vocab_adapters.planning.piece_counts`). Texts are built from pieces chosen to break a
+careless cut: runs and edges of spaces, tabs and newlines, other Unicode spaces, combining marks
 after a space, a grapheme ``Prepend`` character before one, compatibility characters that
 normalize to a space, added tokens with ``lstrip``/``single_word``, a literal ``▁``.
 """
@@ -21,9 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from vocab_adapters import texts as texts_module
-from vocab_adapters.piece_counts import separability
-from vocab_adapters.texts import count_tokens, plan_from_texts
+from vocab_adapters.planning import texts as texts_module
+from vocab_adapters.planning.piece_counts import separability
+from vocab_adapters.planning.texts import count_tokens, plan_from_texts
 
 _PIECES = [
     "the", "a", "b", "cat", "ing", "Hello", "WORLD", "x1", "42", "7",
@@ -304,7 +304,7 @@ def test_flush_bound_keeps_counts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Flushing every few pieces (bounded memory) gives the same counts and plan."""
-    from vocab_adapters import piece_counts
+    from vocab_adapters.planning import piece_counts
 
     tok, _ = variants["wordlevel"]
     items = corpus_texts[:200]
@@ -331,7 +331,7 @@ def test_corpus_without_repeats_goes_text_by_text(
     import random
     import string
 
-    from vocab_adapters import piece_counts
+    from vocab_adapters.planning import piece_counts
 
     monkeypatch.setattr(piece_counts, "_PROBE", 500)
     rng = random.Random(0)
@@ -357,6 +357,6 @@ def test_corpus_without_repeats_goes_text_by_text(
 @given(st.text(alphabet=" \t\n\r\x0b\x0c\x1c\x1f\x85ab.\u00a0\u3000\u200b", max_size=10))
 def test_space_guard_equals_its_regex(text: str) -> None:
     """The substring shortcut for ASCII batches finds exactly what the regex finds."""
-    from vocab_adapters import piece_counts
+    from vocab_adapters.planning import piece_counts
 
     assert piece_counts._bad_space(text) == (piece_counts._BAD_SPACE.search(text) is not None)

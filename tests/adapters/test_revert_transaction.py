@@ -15,12 +15,13 @@ import pytest
 import torch
 
 from fixtures.tiny_bert import tiny_bert
-from vocab_adapters import apply_plan, embeddings, fast_tokenizer, plan_from_texts, revert_plan
-from vocab_adapters import config as config_adapter
-from vocab_adapters import optimizer as optimizer_adapter
-from vocab_adapters import softmax as softmax_adapter
+from vocab_adapters import apply_plan, plan_from_texts, revert_plan
 from vocab_adapters.demo import demo_corpus
-from vocab_adapters.reversible import RevertStep
+from vocab_adapters.stages import config as config_adapter
+from vocab_adapters.stages import embeddings, fast_tokenizer
+from vocab_adapters.stages import optimizer as optimizer_adapter
+from vocab_adapters.stages import softmax as softmax_adapter
+from vocab_adapters.stages.reversible import RevertStep
 from vocabcore import VocabError
 
 TEXTS = demo_corpus(60)

@@ -11,7 +11,10 @@ import pytest
 import torch
 
 from vocab_adapters import export_reduced, plan_from_texts, reduced_vocab, track_optimizer
-from vocab_adapters.sentence_transformer import is_sentence_transformer, transformer_parts
+from vocab_adapters.integrations.sentence_transformer import (
+    is_sentence_transformer,
+    transformer_parts,
+)
 from vocabcore import VocabError, VocabPlan
 
 st_lib = pytest.importorskip("sentence_transformers")

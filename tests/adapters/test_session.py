@@ -197,8 +197,8 @@ def test_a_failing_stage_leaves_everything_unchanged(
     tok: Any, plan: VocabPlan, stage: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Fault injection: make each stage's commit raise in turn."""
-    from vocab_adapters import config, embeddings, fast_tokenizer
-    from vocab_adapters import optimizer as optimizer_adapter
+    from vocab_adapters.stages import config, embeddings, fast_tokenizer
+    from vocab_adapters.stages import optimizer as optimizer_adapter
 
     module = {
         "tokenizer": fast_tokenizer,
@@ -261,7 +261,7 @@ def test_a_failing_embedding_revert_changes_nothing(
     tok: Any, plan: VocabPlan, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Fault injection in revert: the embeddings stage fails before it installs anything."""
-    from vocab_adapters import embeddings
+    from vocab_adapters.stages import embeddings
 
     model = tiny_bert(len(tok))
     before = snapshot(model, tok)

@@ -1,4 +1,4 @@
-"""vocab_adapters.slow_tokenizer on real slow tokenizers trained locally (no mocks)."""
+"""vocab_adapters.stages.slow_tokenizer on real slow tokenizers trained locally (no mocks)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from fixtures.slow_tokenizers import SlowCase
-from vocab_adapters import slow_tokenizer
-from vocab_adapters.tokenizer_backend import fingerprint
+from vocab_adapters.stages import slow_tokenizer
+from vocab_adapters.tokenization.tokenizer_backend import fingerprint
 from vocabcore import PlanMismatchError, VocabError, VocabPlan
 
 CASES = [
@@ -144,9 +144,9 @@ def test_slow_and_fast_agree(case: SlowCase, slow_plan_texts: list[str]) -> None
         pytest.skip(f"the fast twin of {case.name} tokenizes differently before any reduction")
     assert fingerprint(fast) == fingerprint(slow)
     plan = _plan(case, slow, slow_plan_texts)
-    has_fast_adapter = importlib.util.find_spec("vocab_adapters.fast_tokenizer") is not None
+    has_fast_adapter = importlib.util.find_spec("vocab_adapters.stages.fast_tokenizer") is not None
     if has_fast_adapter:
-        from vocab_adapters import fast_tokenizer
+        from vocab_adapters.stages import fast_tokenizer
 
         # one plan for both: closed for the slow and the fast tokenizer's needs
         plan = slow_tokenizer.close_plan(fast_tokenizer.close_plan(plan, fast), slow)

@@ -17,7 +17,7 @@ from torch import nn
 
 from fixtures.models import TinyModel, build_tiny_model, remap, sample_batch
 from vocab_adapters import apply_plan, reduced_vocab, revert_plan
-from vocab_adapters import softmax as softmax_adapter
+from vocab_adapters.stages import softmax as softmax_adapter
 from vocabcore import VocabError, VocabPlan
 
 CHUNK = 7
@@ -312,7 +312,7 @@ def test_a_failure_while_committing_changes_nothing(monkeypatch: pytest.MonkeyPa
         patch.setattr(softmax_adapter, "_install_class", fail)
         with pytest.raises(RuntimeError, match="injected"):
             apply_plan(plan, model=model, softmax="shifted")
-    from vocab_adapters import optimizer as optimizer_adapter
+    from vocab_adapters.stages import optimizer as optimizer_adapter
 
     def failing_prepare(*args: Any, **kwargs: Any) -> Any:
         class Failing:

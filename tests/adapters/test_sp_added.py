@@ -11,8 +11,9 @@ import torch
 
 from fixtures.slow_tokenizers import V5, SlowCase
 from fixtures.tiny_bert import tiny_bert
-from vocab_adapters import apply_plan, plan_from_texts, revert_plan, slow_tokenizer, suggest_tokens
-from vocab_adapters.slow_tokenizer import _sp_processor, slow_token_pieces
+from vocab_adapters import apply_plan, plan_from_texts, revert_plan, suggest_tokens
+from vocab_adapters.stages import slow_tokenizer
+from vocab_adapters.stages.slow_tokenizer import _sp_processor, slow_token_pieces
 from vocabcore import VocabError, VocabPlan
 
 SP_CASES = ["xlmr_unigram", "xlmr_bpe", "deberta_unigram", "deberta_bpe"]

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from tokenizers import Tokenizer
 
-from vocab_adapters.texts import count_tokens, plan_from_texts
-from vocab_adapters.tokenizer_backend import fingerprint
+from vocab_adapters.planning.texts import count_tokens, plan_from_texts
+from vocab_adapters.tokenization.tokenizer_backend import fingerprint
 from vocabcore import TokenCounts, VocabError
 
 

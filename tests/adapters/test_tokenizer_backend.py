@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from fixtures.fast_tokenizers import copy_tokenizer, wrap_hf
-from vocab_adapters.tokenizer_backend import dump_json, fingerprint, id_to_token_list
+from vocab_adapters.tokenization.tokenizer_backend import dump_json, fingerprint, id_to_token_list
 
 
 def test_bare_equals_hf(trained_tokenizers: dict[str, Tokenizer]) -> None:
@@ -64,7 +64,7 @@ def test_dump_json_matches_stdlib(tokens: list[str | None]) -> None:
 def test_size_read_from_the_document(
     trained_tokenizers: dict[str, Tokenizer], minilm_tokenizer: Any
 ) -> None:
-    from vocab_adapters.tokenizer_backend import parsed
+    from vocab_adapters.tokenization.tokenizer_backend import parsed
 
     tokenizers = [*trained_tokenizers.values(), minilm_tokenizer.backend_tokenizer]
     for tok in tokenizers:

@@ -18,7 +18,7 @@ from transformers import (
 from fixtures.tiny_bert import minilm_path, tiny_bert
 from vocab_adapters import plan_from_texts
 from vocab_adapters.demo import demo_corpus
-from vocab_adapters.trainer import VocabReductionCallback
+from vocab_adapters.integrations.trainer import VocabReductionCallback
 
 TEXTS = demo_corpus(64)
 

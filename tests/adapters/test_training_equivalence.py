@@ -1,7 +1,7 @@
 """N steps reduced then revert == N steps of the full model whose dropped rows get no gradient.
 
-Which runs are exact (see :mod:`vocab_adapters.optimizer`): with element-wise optimizers, kept
-rows and every other parameter match bit for bit; dropped rows match too unless weight decay
+Which runs are exact (see :mod:`vocab_adapters.stages.optimizer`): with element-wise optimizers,
+kept rows and every other parameter match bit for bit; dropped rows match too unless weight decay
 (or momentum left over from before apply) moves them in the full run. Models whose loss is over
 the vocabulary (MLM, causal LM) compare against a full run whose loss is over the kept logits
 only (what the reduced model computes); their head matmul has another shape, so the comparison
@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from fixtures.models import TinyModel, remap, sample_batch
-from vocab_adapters import config as config_adapter
-from vocab_adapters import embeddings
-from vocab_adapters import optimizer as optimizer_adapter
+from vocab_adapters.stages import config as config_adapter
+from vocab_adapters.stages import embeddings
+from vocab_adapters.stages import optimizer as optimizer_adapter
 from vocabcore import VocabPlan
 
 STEPS = 3

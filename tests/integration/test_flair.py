@@ -1,4 +1,4 @@
-"""vocab_adapters.flair_plugin inside Flair's own ``ModelTrainer.fine_tune`` (MiniLM, CPU).
+"""The Flair plugin inside Flair's own ``ModelTrainer.fine_tune`` (MiniLM, CPU).
 
 Runs where flair is installed (``nox -s flair``); skipped elsewhere.
 """

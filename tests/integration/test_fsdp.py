@@ -11,7 +11,7 @@ import torch
 from _integration import assert_same_state, reference_state, tiny_bert, torchrun
 
 from vocab_adapters import apply_plan, revert_plan
-from vocab_adapters.distributed import load_reduced_state_dict
+from vocab_adapters.integrations.distributed import load_reduced_state_dict
 from vocabcore import VocabError, VocabPlan
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from vocab_adapters import count_tokens, plan_from_texts
-from vocab_adapters.texts import count_tokens_parallel, plan_from_counts
+from vocab_adapters.planning.texts import count_tokens_parallel, plan_from_counts
 from vocabcore import PlanMismatchError, TokenCounts
 
 

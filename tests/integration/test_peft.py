@@ -13,7 +13,7 @@ import torch
 from _integration import assert_same_state, global_batches, plan_for, remap, tiny_bert
 
 from vocab_adapters import apply_plan, revert_plan
-from vocab_adapters.embeddings import VocabSizedTensorWarning
+from vocab_adapters.stages.embeddings import VocabSizedTensorWarning
 from vocabcore import VocabError
 
 peft = pytest.importorskip("peft")

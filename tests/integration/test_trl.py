@@ -112,7 +112,7 @@ def test_callback_with_trl_collator_and_a_failing_step(
 ) -> None:
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from vocab_adapters.trainer import VocabReductionCallback
+    from vocab_adapters.integrations.trainer import VocabReductionCallback
 
     model, tok = _model_and_tokenizer(load_llm_tokenizer)
     train = _tokenized(tok)  # tokenized with the full tokenizer

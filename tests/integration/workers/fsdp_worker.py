@@ -49,7 +49,7 @@ def main(out: Path, kind: str) -> None:
     from _integration import global_batches, plan_for, remap, tiny_bert, train, write_json
 
     from vocab_adapters import apply_plan, revert_plan
-    from vocab_adapters.distributed import load_reduced_state_dict
+    from vocab_adapters.integrations.distributed import load_reduced_state_dict
     from vocabcore import VocabError
 
     dist.init_process_group("gloo")

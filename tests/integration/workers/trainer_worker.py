@@ -36,7 +36,7 @@ def main(out: Path) -> None:
     from transformers import Trainer
 
     from vocab_adapters import apply_plan, revert_plan
-    from vocab_adapters.trainer import VocabReductionCallback
+    from vocab_adapters.integrations.trainer import VocabReductionCallback
     from vocabcore import VocabError
 
     batches = global_batches()

@@ -28,7 +28,7 @@ def check_pieces(plan: VocabPlan, pieces: Sequence[Sequence[int]] | None) -> lis
         raise VocabError(
             f"the plan adds {len(plan.added)} token(s), whose rows start as the mean of their "
             "pieces' rows: pass tokenizer= to apply_plan (or added_pieces=, from "
-            "vocab_adapters.tokenizer_adapter.token_pieces(tokenizer, plan.added))"
+            "vocab_adapters.stages.tokenizer_adapter.token_pieces(tokenizer, plan.added))"
         )
     out = [list(p) for p in pieces]
     if len(out) != len(plan.added):

@@ -59,8 +59,8 @@ import attrs
 import torch
 from torch import nn
 
-from vocab_adapters.added_rows import check_pieces, mean_rows
-from vocab_adapters.reversible import RECORD, Applied
+from vocab_adapters.stages.added_rows import check_pieces, mean_rows
+from vocab_adapters.stages.reversible import RECORD, Applied
 from vocabcore import PlanMismatchError, VocabError, VocabPlan
 
 __all__ = [
@@ -344,7 +344,7 @@ class PreparedEmbeddings:
     Attributes:
         plan: The plan being applied.
         swaps: One :class:`ParamSwap` per distinct parameter that is reduced (a tied
-            input/output pair is one swap); hand these to :mod:`vocab_adapters.optimizer`.
+            input/output pair is one swap); hand these to :mod:`vocab_adapters.stages.optimizer`.
         tied: Whether the output embedding is tied to the input embedding, as the model
             declares (``_tied_weights_keys``) and as tensor identity confirms.
         sliced: Qualified names of every parameter and buffer that is reduced.
@@ -489,7 +489,8 @@ def prepare(
         offload: ``"cpu"`` to hold the full-size tensors on the CPU while reduced (they go
             back to the model's device on revert); ``None`` keeps them where they are.
         added_pieces: For a plan that adds tokens, the old ids of each added token's pieces
-            (:func:`vocab_adapters.tokenizer_adapter.token_pieces`); its rows start as their mean.
+            (:func:`~vocab_adapters.stages.tokenizer_adapter.token_pieces`); its rows start as
+            their mean.
 
     Raises:
         PlanMismatchError: The embedding has fewer rows than ``plan.vocab_size``.

@@ -2,7 +2,7 @@
 
 The order that works with every engine: **apply the plan to the bare model before wrapping
 it, revert after unwrapping it**, or, for sharded models, load the gathered full state dict
-with :func:`load_reduced_state_dict`. :mod:`vocab_adapters.wrappers` holds the checks that
+with :func:`load_reduced_state_dict`. :mod:`vocab_adapters.stages.wrappers` holds the checks that
 :func:`vocab_adapters.apply_plan` and :func:`vocab_adapters.revert_plan` run to refuse the
 other orders. See ``docs/distributed.md`` for the recipes (DDP, FSDP2, accelerate, Trainer,
 DeepSpeed, PEFT, bitsandbytes, sharded counting).
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from vocab_adapters.session import apply_plan, revert_plan
-from vocab_adapters.wrappers import (
+from vocab_adapters.stages.wrappers import (
     check_peft_apply,
     check_peft_revert,
     check_unwrapped,

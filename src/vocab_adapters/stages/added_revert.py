@@ -88,19 +88,19 @@ def _grow(full: torch.Tensor, dim: int, added: torch.Tensor, positions: list[int
 def _grown_tokenizer(plan: VocabPlan, applied_stage: Any, tokenizer: Any) -> Any:
     """A function installing the original tokenizer plus the added tokens (computed now)."""
     grow = VocabPlan.identity(plan.vocab_size).adding(plan.added)
-    from vocab_adapters import fast_tokenizer, slow_tokenizer
+    from vocab_adapters.stages import fast_tokenizer, slow_tokenizer
 
     if isinstance(applied_stage, fast_tokenizer.AppliedFastTokenizer):
         original = applied_stage._original
         bare = isinstance(original, fast_tokenizer._BareState)
         from tokenizers import Tokenizer
 
-        from vocab_adapters.tokenizer_backend import load_json
+        from vocab_adapters.tokenization.tokenizer_backend import load_json
 
         text = original.state.decode("utf-8") if bare else original.to_str()
         document = load_json(text)
         grown_doc = fast_tokenizer.reduce_tokenizer_json(grow, document, check_closed=False)
-        from vocab_adapters.tokenizer_backend import dump_json
+        from vocab_adapters.tokenization.tokenizer_backend import dump_json
 
         grown_text = dump_json(grown_doc)
         grown = Tokenizer.from_str(grown_text)
@@ -172,7 +172,7 @@ def prepare_keep_added(applied: Any, optimizers: list[Any]) -> KeepAdded:
 
     Raises:
         VocabError: The tokenizer cannot hold the added tokens at its end (see
-            :mod:`vocab_adapters.added_tokens`).
+            :mod:`vocab_adapters.tokenization.added_tokens`).
     """
     plan: VocabPlan = applied.plan
     stages = applied.stages

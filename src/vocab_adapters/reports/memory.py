@@ -212,7 +212,7 @@ def _tensors(model: nn.Module, dtype: torch.dtype | None) -> tuple[list[_Tensor]
 
     A tensor that ``apply_plan`` would slice carries its vocabulary rows.
     """
-    from vocab_adapters.embeddings import _slots, _vocab_dim
+    from vocab_adapters.stages.embeddings import _slots, _vocab_dim
 
     get_input = getattr(model, "get_input_embeddings", None)
     embedding = get_input() if callable(get_input) else None
@@ -458,7 +458,7 @@ def memory_estimate(
         raise VocabError(f"'plan' must be a VocabPlan or None (got {type(plan).__name__})")
     if plan is not None and plan.new_size == 0:
         raise VocabError("the plan keeps no ids; keep at least the special tokens")
-    from vocab_adapters.softmax import check_mode
+    from vocab_adapters.stages.softmax import check_mode
 
     check_mode(softmax)
 
@@ -520,7 +520,7 @@ def memory_estimate(
         workspace = 0
         dropped = (input_rows - plan.new_size) if has_output else 0
         if softmax != "reduced" and dropped > 0:
-            from vocab_adapters import softmax as softmax_module
+            from vocab_adapters.stages import softmax as softmax_module
 
             assert isinstance(input_weight, torch.Tensor)
             width = int(input_weight.shape[1])

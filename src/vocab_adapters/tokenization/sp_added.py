@@ -1,7 +1,7 @@
 """Added tokens for slow sentencepiece tokenizers: new pieces in the in-memory model proto.
 
-:mod:`vocab_adapters.slow_tokenizer` reduces a sentencepiece tokenizer by loading a reduced copy
-of its ``ModelProto`` into a new processor. A plan's added tokens (``"▁ibuprofen"``, in the
+:mod:`vocab_adapters.stages.slow_tokenizer` reduces a sentencepiece tokenizer by loading a reduced
+copy of its ``ModelProto`` into a new processor. A plan's added tokens (``"▁ibuprofen"``, in the
 pieces' own form) become new pieces of that copy, of type NORMAL, at the ids after the kept ones:
 
 * **Unigram**: a piece scored 1 above the best segmentation of the token's text (its Viterbi

@@ -49,7 +49,8 @@ def reduce_vocab_plugin(
 
     Pass it to ``ModelTrainer.train`` / ``fine_tune`` in ``plugins=[...]``, with Flair's own
     ``reduce_transformer_vocab`` left ``False``. The class is
-    ``vocab_adapters.flair_plugin.ReduceVocabPlugin`` (made on first use; it needs flair).
+    ``vocab_adapters.integrations.flair_plugin.ReduceVocabPlugin`` (made on first use; it needs
+    flair).
 
     Args:
         min_count: Keep ids the corpus uses at least this often (special tokens always).
@@ -78,7 +79,9 @@ def reduce_vocab_plugin(
 def __getattr__(name: str) -> Any:
     if name == "ReduceVocabPlugin":
         return _plugin_class()
-    raise AttributeError(f"module 'vocab_adapters.flair_plugin' has no attribute {name!r}")
+    raise AttributeError(
+        f"module 'vocab_adapters.integrations.flair_plugin' has no attribute {name!r}"
+    )
 
 
 def transformer_embeddings(model: Any) -> list[Any]:
@@ -110,8 +113,8 @@ def _plugin_class() -> type:
     from flair.nn.model import ReduceTransformerVocabMixin
     from flair.trainers.plugins import TrainerPlugin
 
+    from vocab_adapters.planning.texts import plan_from_texts
     from vocab_adapters.session import reduced_vocab
-    from vocab_adapters.texts import plan_from_texts
 
     class ReduceVocabPlugin(TrainerPlugin):  # type: ignore[misc,unused-ignore]
         """Train with the vocabulary the corpus uses; restore the full one afterwards.

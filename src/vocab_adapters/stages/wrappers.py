@@ -2,7 +2,7 @@
 
 The order that works with every engine: **apply the plan to the bare model before wrapping
 it, revert after unwrapping it** (or, for sharded models, on the gathered full state dict with
-:func:`vocab_adapters.distributed.load_reduced_state_dict`). A wrapper registers the
+:func:`vocab_adapters.integrations.distributed.load_reduced_state_dict`). A wrapper registers the
 parameters it sees when it is built
 (DDP's gradient buckets, FSDP's flat or DTensor shards, ZeRO partitions), so a plan applied
 after wrapping would train reduced parameters the wrapper never synchronizes, and a revert

@@ -7,10 +7,10 @@ tokenizer's own token form (``get_vocab()`` style: ``"Ġword"`` after a space in
 ``"▁word"`` with Metaspace, ``"word"`` in WordPiece, ``"word</w>"`` with an end-of-word
 suffix), ready for ``plan.adding(...)`` / ``plan_from_texts(..., add_tokens=...)``.
 
-Only tokens that can be added are suggested: for a BPE model that can neither look whole words
-up nor switch that on safely (see :mod:`vocab_adapters.added_tokens`), and for slow byte-level
-BPE and sentencepiece BPE tokenizers, pre-tokens of exactly two pieces; never pre-tokens holding
-byte-fallback or unknown pieces of a BPE model, or unknown or byte pieces of a slow
+Only tokens that can be added are suggested: for a BPE model that can neither look whole words up
+nor switch that on safely (see :mod:`~vocab_adapters.tokenization.added_tokens`), and for slow
+byte-level BPE and sentencepiece BPE tokenizers, pre-tokens of exactly two pieces; never pre-tokens
+holding byte-fallback or unknown pieces of a BPE model, or unknown or byte pieces of a slow
 sentencepiece model. A model without a pre-tokenizer (Llama 2 style, where the whole text is
 one pre-token) is cut into words before each ``"▁"``; so are the pieces of a slow sentencepiece
 tokenizer.
@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from vocab_adapters.tokenizer_backend import backend_of, tokenizer_document
+from vocab_adapters.tokenization.tokenizer_backend import backend_of, tokenizer_document
 from vocabcore import VocabError
 
 __all__ = ["suggest_tokens"]
@@ -86,7 +86,7 @@ def _fast_words(tokenizer: Any, texts: Iterable[Any]) -> tuple[Counter[tuple[str
 
 
 def _slow_words(tokenizer: Any, texts: Iterable[Any]) -> tuple[Counter[tuple[str, ...]], str]:
-    from vocab_adapters.slow_tokenizer import _BYTE_BPE, _SENTENCEPIECE, _WORDPIECE, _family
+    from vocab_adapters.stages.slow_tokenizer import _BYTE_BPE, _SENTENCEPIECE, _WORDPIECE, _family
 
     family = _family(tokenizer)
     words: Counter[tuple[str, ...]] = Counter()
@@ -107,7 +107,7 @@ def _slow_words(tokenizer: Any, texts: Iterable[Any]) -> tuple[Counter[tuple[str
                     words[tuple(tokenizer.bpe(chars).split(" "))] += 1
         return words, family
     if family == _SENTENCEPIECE:
-        from vocab_adapters.slow_tokenizer import _sp_processor, _sp_proto
+        from vocab_adapters.stages.slow_tokenizer import _sp_processor, _sp_proto
 
         found = _sp_processor(tokenizer)
         assert found is not None
@@ -202,7 +202,7 @@ def suggest_tokens(
 
 def _bpe_limits(document: dict[str, Any]) -> tuple[bool, set[str]]:
     """(only two-piece pre-tokens can be added, pieces that rule a pre-token out)."""
-    from vocab_adapters.added_tokens import _self_encoding, _unk_piece_ids
+    from vocab_adapters.tokenization.added_tokens import _self_encoding, _unk_piece_ids
 
     model = document["model"]
     vocab = model["vocab"]
@@ -216,11 +216,11 @@ def _bpe_limits(document: dict[str, Any]) -> tuple[bool, set[str]]:
 
 def _sentencepiece_unigram(tokenizer: Any) -> bool:
     """Whether ``tokenizer`` is a slow sentencepiece Unigram one (any word can be added)."""
-    from vocab_adapters.slow_tokenizer import _SENTENCEPIECE, _SP_BPE, _family, _sp_processor
+    from vocab_adapters.stages.slow_tokenizer import _SENTENCEPIECE, _SP_BPE, _family, _sp_processor
 
     found = _sp_processor(tokenizer) if _family(tokenizer) == _SENTENCEPIECE else None
     if found is None:
         return False
-    from vocab_adapters.slow_tokenizer import _sp_proto
+    from vocab_adapters.stages.slow_tokenizer import _sp_proto
 
     return bool(_sp_proto(found[1]).trainer_spec.model_type != _SP_BPE)

@@ -50,7 +50,7 @@ import attrs
 import torch
 from torch import nn
 
-from vocab_adapters.reversible import Applied
+from vocab_adapters.stages.reversible import Applied
 from vocabcore import VocabError, VocabPlan
 
 __all__ = ["AppliedSoftmax", "PreparedSoftmax", "SOFTMAX_MODES", "dropped_logsumexp", "prepare"]
@@ -320,7 +320,7 @@ def _refuse_post_head_transforms(model: nn.Module) -> None:
     config = getattr(model, "config", None)
     if config is None:
         return
-    from vocab_adapters.config import _owners
+    from vocab_adapters.stages.config import _owners
 
     for path, owner in _owners("config", config, set()):
         values = vars(owner)
@@ -514,7 +514,7 @@ def prepare(
 ) -> PreparedSoftmax:
     """Validate and compute the full-softmax machinery for ``model``; change nothing.
 
-    Runs after :func:`vocab_adapters.embeddings.prepare` (it needs its ``swaps``: which full
+    Runs after :func:`vocab_adapters.stages.embeddings.prepare` (it needs its ``swaps``: which full
     parameter is the output layer's weight and bias, and the kept index) and is committed after
     the embeddings and config stages. On revert it goes after the embeddings stage (the full
     parameters are back in the model by then; ``"shifted"`` writes the dropped rows into them).
@@ -591,7 +591,7 @@ def prepare(
         modules = [m for m in model.modules() if m.__dict__.get("vocab_size") == plan.new_size]
         if config is None:
             return modules
-        from vocab_adapters.config import _owners
+        from vocab_adapters.stages.config import _owners
 
         return [owner for _, owner in _owners("config", config, set())] + modules
 

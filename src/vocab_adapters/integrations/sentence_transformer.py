@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vocab_adapters.tokenizer_backend import backend_of
+from vocab_adapters.tokenization.tokenizer_backend import backend_of
 from vocabcore import VocabError
 
 __all__ = ["is_sentence_transformer", "is_sentence_transformer_dir", "load", "transformer_parts"]

@@ -40,7 +40,7 @@ from typing import Any
 
 import attrs
 
-from vocab_adapters.reversible import RECORD, Applied
+from vocab_adapters.stages.reversible import RECORD, Applied
 from vocabcore import PlanMismatchError, VocabError, VocabPlan
 
 __all__ = ["AppliedConfig", "PreparedConfig", "apply", "prepare"]

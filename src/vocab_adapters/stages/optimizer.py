@@ -1,6 +1,6 @@
 """Point an optimizer at reduced parameters and carry its per-parameter state both ways.
 
-Two cases, both driven by the :class:`~vocab_adapters.embeddings.ParamSwap` objects of the
+Two cases, both driven by the :class:`~vocab_adapters.stages.embeddings.ParamSwap` objects of the
 embeddings adapter:
 
 * **Resume** (the optimizer exists, maybe with state, when the plan is applied):
@@ -45,9 +45,9 @@ from typing import Any
 import attrs
 import torch
 
-from vocab_adapters.added_rows import zero_rows
-from vocab_adapters.embeddings import ParamSwap
-from vocab_adapters.reversible import RECORD, Applied
+from vocab_adapters.stages.added_rows import zero_rows
+from vocab_adapters.stages.embeddings import ParamSwap
+from vocab_adapters.stages.reversible import RECORD, Applied
 from vocabcore import VocabError
 
 __all__ = [

@@ -31,15 +31,15 @@ import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from vocab_adapters.bpe_closure import (
+from vocab_adapters.stages.reversible import RECORD, Applied
+from vocab_adapters.tokenization.bpe_closure import (
     cached_merge_table,
     cached_parse_merges,
     closure_ids,
     merge_table,
     parse_merges,
 )
-from vocab_adapters.reversible import RECORD, Applied
-from vocab_adapters.tokenizer_backend import (
+from vocab_adapters.tokenization.tokenizer_backend import (
     backend_of,
     dump_json,
     keep_needed,
@@ -258,7 +258,7 @@ def reduce_tokenizer_json(
         _check_closed(plan, document, model["type"])
     out = _reduced_document(plan, document, new_model)
     if plan.added:  # tokens the plan adds: reachable per model type (see added_tokens)
-        from vocab_adapters.added_tokens import add_to_tokenizer_json
+        from vocab_adapters.tokenization.added_tokens import add_to_tokenizer_json
 
         known = {str(a.get("content")): a.get("id") for a in document.get("added_tokens") or ()}
         known.update(_vocab_items(model))
@@ -344,7 +344,7 @@ def _check_closed(plan: VocabPlan, document: Mapping[str, Any], kind: str) -> No
         raise VocabError(
             f"the plan is not closed for this {kind} tokenizer: it drops {len(missing)} "
             f"id(s) the reduced tokenizer needs (e.g. {names}; {why}); close it with "
-            "vocab_adapters.fast_tokenizer.close_plan(plan, tokenizer) or build it "
+            "vocab_adapters.stages.fast_tokenizer.close_plan(plan, tokenizer) or build it "
             "with plan_from_texts"
         )
 
@@ -533,7 +533,7 @@ def prepare(plan: VocabPlan, tokenizer: Any) -> PreparedFastTokenizer:
     if backend is None:
         raise VocabError(
             f"{type(tokenizer).__name__} is a slow tokenizer (no 'tokenizers' backend); use "
-            "vocab_adapters.slow_tokenizer for it, or load the fast one (use_fast=True)"
+            "vocab_adapters.stages.slow_tokenizer for it, or load the fast one (use_fast=True)"
         )
     RECORD.check_free(tokenizer, "tokenizer")
     entry = parsed(backend)

@@ -4,7 +4,7 @@
 add up across shards); :func:`plan_from_texts` counts and builds the plan in one call.
 Texts are encoded in batches with the tokenizer's own batch API (all cores for fast
 tokenizers) and counted with ``numpy.bincount``; nothing is kept per text. Where the fast
-tokenizer's pipeline allows it (:mod:`vocab_adapters.piece_counts`), each distinct word or
+tokenizer's pipeline allows it (:mod:`vocab_adapters.planning.piece_counts`), each distinct word or
 space-separated piece is encoded once and its ids weighted by how often it occurs: the same
 counts for a fraction of the work.
 """
@@ -19,10 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from vocab_adapters.piece_counts import PieceCounter, check_range, separability
-from vocab_adapters.text_files import dataset_string_columns, guess_text_columns
-from vocab_adapters.tokenizer_adapter import close_plan
-from vocab_adapters.tokenizer_backend import backend_of, fingerprint, parsed, tokenizer_size
+from vocab_adapters.planning.piece_counts import PieceCounter, check_range, separability
+from vocab_adapters.planning.text_files import dataset_string_columns, guess_text_columns
+from vocab_adapters.stages.tokenizer_adapter import close_plan
+from vocab_adapters.tokenization.tokenizer_backend import (
+    backend_of,
+    fingerprint,
+    parsed,
+    tokenizer_size,
+)
 from vocabcore import PlanMismatchError, TokenCounts, VocabError, VocabPlan
 
 __all__ = ["count_tokens", "count_tokens_parallel", "plan_from_counts", "plan_from_texts"]
@@ -659,12 +664,12 @@ def plan_from_texts(
     Items may also be conversations (lists of ``{"role": ..., "content": ...}`` dicts, or a
     ``datasets.Dataset`` with a ``messages`` column): they are counted through
     ``tokenizer.apply_chat_template(conversation, tokenize=True, **chat_template_kwargs)``
-    (see :mod:`vocab_adapters.chat`). With ``model``, every id its config and generation
+    (see :mod:`vocab_adapters.planning.chat`). With ``model``, every id its config and generation
     config name (bos/eos/pad/sep/decoder_start, lists included) is kept too.
 
     ``max_size`` caps the plan at that many ids: what encoding needs first, then ids by count
     (highest first, ties by lower id), each with its BPE merge closure, until the next would
-    not fit (see :mod:`vocab_adapters.budget`). Such a plan may drop ids the texts use; the
+    not fit (see :mod:`vocab_adapters.planning.budget`). Such a plan may drop ids the texts use; the
     reduced tokenizer then splits those words into kept pieces. A ``max_size`` that binds
     nothing gives the plan without it; one below what encoding needs raises ``VocabError``.
 
@@ -680,7 +685,7 @@ def plan_from_texts(
     >>> plan_from_texts(tok, ["a c"], keep=["<unk>"]).kept
     (0, 1, 3)
     """
-    from vocab_adapters import chat
+    from vocab_adapters.planning import chat
 
     _check_min_count(min_count)
     _check_max_size(max_size)
@@ -719,10 +724,10 @@ def _resolve_add_tokens(
     if add_tokens is None:
         return []
     if isinstance(add_tokens, int) and not isinstance(add_tokens, bool):
-        from vocab_adapters.suggest import suggest_tokens
+        from vocab_adapters.planning.suggest import suggest_tokens
 
         return suggest_tokens(tokenizer, texts, add_tokens, min_count)
-    from vocab_adapters.added_tokens import check_new_tokens
+    from vocab_adapters.tokenization.added_tokens import check_new_tokens
 
     if isinstance(add_tokens, (str, bytes)) or not isinstance(add_tokens, Iterable):
         raise VocabError(
@@ -819,12 +824,12 @@ def _plan_from_array(
     size: int,
     max_size: int | None = None,
 ) -> VocabPlan:
-    from vocab_adapters.budget import unk_ids
+    from vocab_adapters.planning.budget import unk_ids
 
     document = entry.document if entry is not None else None
     keep_ids = keep_ids | _special_ids(tokenizer, size) | unk_ids(tokenizer, document)
     if entry is not None:
-        from vocab_adapters.fast_tokenizer import close_plan_with_document
+        from vocab_adapters.stages.fast_tokenizer import close_plan_with_document
 
         stamp = entry.fingerprint(backend_of(tokenizer), size)
         full_document = entry.document
@@ -847,7 +852,7 @@ def _plan_from_array(
     closed = close(plan)
     if max_size is None or closed.new_size <= max_size:
         return closed
-    from vocab_adapters.budget import fit_budget
+    from vocab_adapters.planning.budget import fit_budget
 
     base = close(VocabPlan(size, sorted(keep_ids), plan.fingerprint))
     base = base.with_metadata(**metadata, max_size=max_size)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from vocab_adapters.tokenizer_backend import keep_needed
+from vocab_adapters.tokenization.tokenizer_backend import keep_needed
 from vocabcore import VocabError, VocabPlan
 
 __all__ = [

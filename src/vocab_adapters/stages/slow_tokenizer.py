@@ -25,8 +25,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from vocab_adapters.reversible import RECORD, Applied
-from vocab_adapters.tokenizer_backend import (
+from vocab_adapters.stages.reversible import RECORD, Applied
+from vocab_adapters.tokenization.tokenizer_backend import (
     backend_of,
     check_size,
     fingerprint,
@@ -69,7 +69,7 @@ def _sp_processor(tokenizer: Any) -> tuple[Any, Any] | None:
 
 def _family(tokenizer: Any) -> str | None:
     if backend_of(tokenizer) is not None:
-        return None  # fast tokenizer: vocab_adapters.fast_tokenizer
+        return None  # fast tokenizer: vocab_adapters.stages.fast_tokenizer
     state = getattr(tokenizer, "__dict__", {})
     if "_added_tokens_decoder" not in state or not callable(
         getattr(tokenizer, "convert_ids_to_tokens", None)
@@ -179,7 +179,7 @@ def _merges_and_vocab(tokenizer: Any) -> tuple[list[tuple[str, str]], dict[str, 
 def _require_closed(
     plan: VocabPlan, vocab: Mapping[str, int], merges: list[tuple[str, str]], family: str
 ) -> None:
-    from vocab_adapters.bpe_closure import close_under_merges
+    from vocab_adapters.tokenization.bpe_closure import close_under_merges
 
     closed = close_under_merges(plan, vocab, merges)
     missing = sorted(set(closed.kept).difference(plan.kept))
@@ -190,7 +190,7 @@ def _require_closed(
             f"the plan is not closed under the {family} merges: it drops {len(missing)} "
             f"token(s) ({shown}{', ...' if len(missing) > 5 else ''}) that the merges need to "
             "build tokens it keeps, so the reduced tokenizer would split text differently; "
-            "close the plan first: plan = vocab_adapters.slow_tokenizer.close_plan(plan, "
+            "close the plan first: plan = vocab_adapters.stages.slow_tokenizer.close_plan(plan, "
             "tokenizer)"
         )
 
@@ -199,9 +199,9 @@ def close_plan(plan: VocabPlan, tokenizer: Any) -> VocabPlan:
     """``plan`` plus what ``tokenizer`` needs to encode exactly once reduced.
 
     Byte-level BPE: the byte alphabet (any text still encodes) and the merge closure
-    (:func:`vocab_adapters.bpe_closure.close_under_merges`). Sentencepiece: the unknown piece,
-    for Unigram the lowest-scoring normal piece (whose score sets the penalty of unknown
-    characters), for BPE the merge closure. Returns ``plan`` itself when nothing is missing
+    (:func:`~vocab_adapters.tokenization.bpe_closure.close_under_merges`). Sentencepiece: the
+    unknown piece, for Unigram the lowest-scoring normal piece (whose score sets the penalty of
+    unknown characters), for BPE the merge closure. Returns ``plan`` itself when nothing is missing
     (always for WordPiece).
     """
     if not isinstance(plan, VocabPlan):
@@ -212,7 +212,7 @@ def close_plan(plan: VocabPlan, tokenizer: Any) -> VocabPlan:
     found = _merges_and_vocab(tokenizer)
     if found is None:
         return plan
-    from vocab_adapters.bpe_closure import close_under_merges
+    from vocab_adapters.tokenization.bpe_closure import close_under_merges
 
     merges, vocab = found
     closed: VocabPlan = close_under_merges(plan, vocab, merges)
@@ -252,8 +252,8 @@ def _check_plan(plan: VocabPlan, tokenizer: Any) -> None:
         raise VocabError(
             f"slow_tokenizer cannot reduce {kind}: it needs a Python tokenizer holding a "
             "WordPiece vocab (vocab, ids_to_tokens), a byte-level BPE (encoder, decoder, "
-            "bpe_ranks) or a sentencepiece model (sp_model); use vocab_adapters.fast_tokenizer "
-            "for fast tokenizers"
+            "bpe_ranks) or a sentencepiece model (sp_model); use "
+            "vocab_adapters.stages.fast_tokenizer for fast tokenizers"
         )
     RECORD.check_free(tokenizer, "tokenizer")
     check_size(plan, tokenizer)
@@ -278,12 +278,12 @@ def _check_kept(plan: VocabPlan, tokenizer: Any, tokens: list[str | None]) -> No
             )
 
 
-# -- added tokens (see vocab_adapters.added_tokens) -----------------------------------------------
+# -- added tokens (see vocab_adapters.tokenization.added_tokens) ------------------------------
 
 
 def slow_token_pieces(tokenizer: Any, tokens: Any) -> list[list[int]]:
     """Ids of the pieces ``tokenizer`` splits each token's pre-token into (every family)."""
-    from vocab_adapters.added_tokens import _wordpiece_pieces
+    from vocab_adapters.tokenization.added_tokens import _wordpiece_pieces
 
     family = _family(tokenizer)
     if family == _WORDPIECE:
@@ -295,7 +295,7 @@ def slow_token_pieces(tokenizer: Any, tokens: Any) -> list[list[int]]:
         pieces = [tokenizer.bpe(t).split(" ") for t in tokens]
         return [[encoder.get(p, unk) for p in ps] for ps in pieces]
     if family == _SENTENCEPIECE:
-        from vocab_adapters.sp_added import sentencepiece_token_pieces
+        from vocab_adapters.tokenization.sp_added import sentencepiece_token_pieces
 
         found = _sp_processor(tokenizer)
         assert found is not None
@@ -308,7 +308,7 @@ def slow_token_pieces(tokenizer: Any, tokens: Any) -> list[list[int]]:
 
 def _add_slow_tokens(plan: VocabPlan, tokenizer: Any, new: dict[str, Any]) -> None:
     """Add ``plan.added`` to the reduced state ``new`` (vocab entries, merges or pieces)."""
-    from vocab_adapters.added_tokens import check_new_tokens
+    from vocab_adapters.tokenization.added_tokens import check_new_tokens
 
     check_new_tokens(tokenizer.get_vocab(), plan.added)
     first = len(plan.kept)
@@ -344,7 +344,7 @@ def _add_sentencepiece_tokens(plan: VocabPlan, tokenizer: Any, new: dict[str, An
     """Reload the reduced processor of ``new`` with the added pieces (see ``sp_added``)."""
     import sentencepiece
 
-    from vocab_adapters.sp_added import extend_proto
+    from vocab_adapters.tokenization.sp_added import extend_proto
 
     found = _sp_processor(tokenizer)
     assert found is not None
@@ -369,12 +369,12 @@ def _add_sentencepiece_tokens(plan: VocabPlan, tokenizer: Any, new: dict[str, An
 def _check_keep_added(tokenizer: Any) -> None:
     """Refuse ``revert_plan(..., keep_added=True)`` where the grown tokenizer would not reload.
 
-    (XLM-R on transformers 4: see :func:`vocab_adapters.sp_added.check_keep_added`.)
+    (XLM-R on transformers 4: see :func:`vocab_adapters.tokenization.sp_added.check_keep_added`.)
     """
     found = _sp_processor(tokenizer) if _family(tokenizer) == _SENTENCEPIECE else None
     if found is None:
         return
-    from vocab_adapters.sp_added import check_keep_added as check
+    from vocab_adapters.tokenization.sp_added import check_keep_added as check
 
     end = len(_sp_proto(found[1]).pieces) + _fairseq_offset(tokenizer)
     check(type(tokenizer).__name__, vars(tokenizer).get("fairseq_tokens_to_ids"), end)
@@ -456,14 +456,14 @@ def _check_sentencepiece_plan(
                 f"the plan drops the lowest-scoring Unigram piece (id {lowest}), whose score "
                 "sets the penalty of unknown characters, so the reduced tokenizer could split "
                 "text differently; close the plan first: plan = "
-                "vocab_adapters.slow_tokenizer.close_plan(plan, tokenizer)"
+                "vocab_adapters.stages.slow_tokenizer.close_plan(plan, tokenizer)"
             )
     unknown = [i for i, p in enumerate(proto.pieces) if p.type == _SP_UNKNOWN]
     if unknown and unknown[0] not in set(kept_pieces):
         raise VocabError(
             f"the plan drops the sentencepiece unknown piece {proto.pieces[unknown[0]].piece!r} "
             f"(id {unknown[0] + offset}); rebuild the plan with keep={unknown[0] + offset}, "
-            "or close it: plan = vocab_adapters.slow_tokenizer.close_plan(plan, tokenizer)"
+            "or close it: plan = vocab_adapters.stages.slow_tokenizer.close_plan(plan, tokenizer)"
         )
 
 

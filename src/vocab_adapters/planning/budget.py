@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from vocab_adapters.bpe_closure import merge_table, token_closure
-from vocab_adapters.tokenizer_backend import backend_of, tokenizer_document
+from vocab_adapters.tokenization.bpe_closure import merge_table, token_closure
+from vocab_adapters.tokenization.tokenizer_backend import backend_of, tokenizer_document
 from vocabcore import VocabError, VocabPlan
 
 __all__ = ["budget_order", "closure_pricer", "fit_budget", "unk_ids"]
@@ -75,7 +75,7 @@ def _bpe_pricer(
 def closure_pricer(tokenizer: Any) -> Callable[[int], set[int]]:
     """``old id -> ids BPE meets building that token alone`` (empty for non-BPE models).
 
-    Uses :func:`vocab_adapters.bpe_closure.token_closure` with the merges of the fast
+    Uses :func:`vocab_adapters.tokenization.bpe_closure.token_closure` with the merges of the fast
     tokenizer's model, or of a slow byte-level / sentencepiece BPE tokenizer.
     """
     backend = backend_of(tokenizer)
@@ -90,7 +90,7 @@ def closure_pricer(tokenizer: Any) -> Callable[[int], set[int]]:
                 model.get("end_of_word_suffix"),
             )
         return lambda _old_id: set()
-    from vocab_adapters import slow_tokenizer
+    from vocab_adapters.stages import slow_tokenizer
 
     if slow_tokenizer.supports(tokenizer):
         found = slow_tokenizer._merges_and_vocab(tokenizer)

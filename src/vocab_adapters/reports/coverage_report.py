@@ -3,10 +3,10 @@
 :func:`coverage` encodes the texts with the full tokenizer and with the reduced one (the plan
 applied, then reverted before it returns) and compares them exactly.
 
-:func:`coverage_curve` estimates the same two numbers for a whole range of budgets from one
-encoding of the texts, without re-encoding per budget: a budget keeps a prefix of one fixed
-order (see :mod:`vocab_adapters.budget`), so a text encodes identically under a budget exactly
-when the latest id of that order it uses is inside the prefix (the plan being merge-closed).
+:func:`coverage_curve` estimates the same two numbers for a whole range of budgets from one encoding
+of the texts, without re-encoding per budget: a budget keeps a prefix of one fixed order (see
+:mod:`~vocab_adapters.planning.budget`), so a text encodes identically under a budget exactly when
+the latest id of that order it uses is inside the prefix (the plan being merge-closed).
 Tokens growth is estimated: a dropped token counts as the pieces it splits into, taken
 recursively down to kept ones (for BPE its last merge; otherwise the two-piece split of its
 text whose parts are kept longest), or as one unk token where no split exists.
@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from vocab_adapters.tokenizer_backend import (
+from vocab_adapters.tokenization.tokenizer_backend import (
     backend_of,
     id_to_token_list,
     tokenizer_document,
@@ -86,7 +86,7 @@ def _check_texts(texts: Any) -> list[str]:
 
 def _encode(tokenizer: Any, texts: list[str], batch_size: int = 1000) -> list[list[int]]:
     """Ids of each text, without the post-processor's special tokens, padding or truncation."""
-    from vocab_adapters.texts import _settings_kept, _uses_plain_backend
+    from vocab_adapters.planning.texts import _settings_kept, _uses_plain_backend
 
     backend = backend_of(tokenizer)
     out: list[list[int]] = []
@@ -137,7 +137,7 @@ def coverage(
     >>> report.identical_fraction, report.unk_fraction
     (0.5, 0.25)
     """
-    from vocab_adapters.budget import unk_ids
+    from vocab_adapters.planning.budget import unk_ids
     from vocab_adapters.session import apply_plan, revert_plan
 
     if not isinstance(plan, VocabPlan):
@@ -175,7 +175,7 @@ def _segmentation_rules(tokenizer: Any) -> tuple[str, dict[str, tuple[str, str]]
     ``kind`` is ``"bpe"``, ``"wordpiece"``, ``"pieces"`` (Unigram and sentencepiece) or
     ``"word"`` (WordLevel: a dropped word is the unk token).
     """
-    from vocab_adapters.bpe_closure import merge_table
+    from vocab_adapters.tokenization.bpe_closure import merge_table
 
     backend = backend_of(tokenizer)
     merges: Any = ()
@@ -193,7 +193,7 @@ def _segmentation_rules(tokenizer: Any) -> tuple[str, dict[str, tuple[str, str]]
         elif model_type == "WordLevel":
             kind = "word"
     else:
-        from vocab_adapters import slow_tokenizer
+        from vocab_adapters.stages import slow_tokenizer
 
         found = slow_tokenizer._merges_and_vocab(tokenizer)
         if found is not None:
@@ -309,9 +309,9 @@ def coverage_curve(
         prefer: A plan whose ids come first in the order, so the curve passes through it
             (``prefer.new_size`` then keeps exactly ``prefer.kept``).
     """
-    from vocab_adapters.budget import budget_order, closure_pricer
-    from vocab_adapters.texts import _resolve_keep, plan_from_counts
-    from vocab_adapters.tokenizer_backend import fingerprint
+    from vocab_adapters.planning.budget import budget_order, closure_pricer
+    from vocab_adapters.planning.texts import _resolve_keep, plan_from_counts
+    from vocab_adapters.tokenization.tokenizer_backend import fingerprint
 
     items = _check_texts(texts)
     size = tokenizer_size(tokenizer)

@@ -185,7 +185,11 @@ def read_json(path: str | Path) -> Any:
 
 
 def write_json(
-    path: str | Path, data: Any, indent: int = 1, newline: bool = False, ascii_only: bool = True
+    path: str | Path,
+    data: Any,
+    indent: int | None = 1,
+    newline: bool = False,
+    ascii_only: bool = True,
 ) -> None:
     """Write ``data`` as indented JSON (``newline``: end the file with one)."""
     text = json.dumps(data, indent=indent, ensure_ascii=ascii_only)

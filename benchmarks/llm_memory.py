@@ -36,18 +36,15 @@ import gc
 import json
 import os
 import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
+import _harness as h
 
-GIB = 1024**3
+h.setup()
+
+HERE, ROOT, GIB = h.HERE, h.ROOT, h.GIB
 SEED = 20240611
 BPE_SIZE = 32_000
 CHAT_SPECIALS = ("<|begin|>", "<|user|>", "<|assistant|>", "<|end|>")
@@ -344,12 +341,7 @@ def measure(shape: str, mode: str, seq: int) -> dict[str, Any]:
     step(inputs, saved)
     seconds = time.perf_counter() - start
     peak = _status("VmHWM")
-    state = sum(
-        t.numel() * t.element_size()
-        for s in optimizer.state.values()
-        for t in s.values()
-        if isinstance(t, torch.Tensor) and t.dim() > 0
-    )
+    state = h.state_bytes(optimizer)
     return {
         "shape": shape,
         "mode": mode,
@@ -372,12 +364,7 @@ def measure(shape: str, mode: str, seq: int) -> dict[str, Any]:
 
 def run_child(args: list[str]) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(HERE)])}
-    done = subprocess.run(
-        [sys.executable, __file__, *args], capture_output=True, text=True, env=env, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{args} failed:\n{done.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = h.child_json([__file__, *args], env=env, what=str(args))
     return result
 
 
@@ -439,7 +426,7 @@ def run(seq: int, partial: Path | None = None, shapes: tuple[str, ...] = ()) -> 
             )
             rows.append(result)
             if partial is not None:
-                partial.write_text(json.dumps({"baseline": baseline, "rows": rows}, indent=2))
+                h.write_json(partial, {"baseline": baseline, "rows": rows}, indent=2)
     return {
         "seq": seq,
         "threads": int(os.environ.get("BENCH_THREADS", "2")),
@@ -489,29 +476,20 @@ def attach(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def _versions() -> dict[str, str]:
-    import platform
-
     import torch
-    import transformers
 
+    versions = h.runtime_versions()
     return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        **{k: versions[k] for k in ("python", "torch", "transformers")},
         "cpu_threads": str(torch.get_num_threads()),
     }
 
 
-def _gib(n: float) -> str:
-    return f"{n / GIB:.2f}"
+_gib = h.gib
 
 
 def plot(results: dict[str, Any], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = h.pyplot()
     shapes = [s for s in SHAPES if any(r["shape"] == s for r in results["rows"])]
     by = {(r["shape"], r["mode"]): r for r in results["rows"]}
     fig, ax = plt.subplots(figsize=(9, 4.2))
@@ -527,9 +505,7 @@ def plot(results: dict[str, Any], out: Path) -> None:
     ax.set_ylabel("peak RSS, GiB")
     ax.set_title(f"One AdamW SFT step, 2 decoder layers, batch 1 x {results['seq']} tokens, CPU")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    h.save_figure(fig, out)
 
 
 def write_doc(results: dict[str, Any], out: Path) -> None:
@@ -845,13 +821,13 @@ def main() -> None:
         return
     out_json = HERE / ("llm_memory.quick.json" if args.quick else "llm_memory.json")
     if args.doc_only:
-        results = json.loads(out_json.read_text())
+        results = h.read_json(out_json)
     else:
         shapes = tuple(args.shapes.split(",")) if args.shapes else ()
         results = run(64 if args.quick else args.seq, out_json.with_suffix(".partial.json"), shapes)
-        out_json.write_text(json.dumps(results, indent=2) + "\n")
+        h.write_json(out_json, results, indent=2, newline=True)
     results = attach(results)
-    out_json.write_text(json.dumps(results, indent=2) + "\n")
+    h.write_json(out_json, results, indent=2, newline=True)
     if not args.quick:
         write_doc(results, ROOT / "docs" / "llm_memory.md")
         plot(results, ROOT / "docs" / "img" / "llm_memory.png")

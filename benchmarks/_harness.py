@@ -25,10 +25,15 @@ TSTV_PYTHON = ROOT / ".bench-envs" / "tstv" / "bin" / "python"
 GIB = 1024**3
 
 
-def setup(*, src: bool = True, quiet: bool = False) -> None:
-    """Offline hub, no tokenizer threads warning; ``benchmarks/`` (and ``src/``) importable."""
+def setup(*, src: bool = True, quiet: bool = False, tokenizer_threads: bool = False) -> None:
+    """Offline hub; ``benchmarks/`` (and ``src/``) importable.
+
+    Tokenizers run on one thread unless ``tokenizer_threads``; ``quiet`` silences
+    transformers' warnings.
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not tokenizer_threads:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if quiet:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     for path in (HERE, ROOT / "src") if src else (HERE,):

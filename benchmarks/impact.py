@@ -14,18 +14,16 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+import _harness as h
 
-import _corpus
-import _tokenizers
+h.setup()
+
+import _corpus  # noqa: E402
+import _tokenizers  # noqa: E402
 
 BASE = {
     "hidden_size": 768,
@@ -143,21 +141,11 @@ def _tiny(cfg: dict[str, Any], model_type: str) -> dict[str, Any]:
 
 
 def build_model(family: str, quick: bool = False) -> Any:
-    import torch
-    import transformers
-
     spec = FAMILIES[family]
     cfg = _tiny(spec["config"], spec["type"]) if quick else spec["config"]
     if family == "xlmr" and quick:
         cfg = {**cfg, "vocab_size": 20_002}
-    config = transformers.AutoConfig.for_model(spec["type"], **cfg)
-    cls = {
-        "mlm": transformers.AutoModelForMaskedLM,
-        "causal": transformers.AutoModelForCausalLM,
-        "seq2seq": transformers.AutoModelForSeq2SeqLM,
-    }[spec["head"]]
-    torch.manual_seed(0)
-    return cls.from_config(config)
+    return h.model_from_config(spec["type"], cfg, spec["head"])
 
 
 def measure(family: str, texts: list[list[str]], quick: bool = False) -> dict[str, Any]:
@@ -229,7 +217,7 @@ def run(quick: bool = False, threads: int = 1) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(threads)
-    texts = [list(s) for s in _corpus.training_set(2_000 if quick else _corpus.CONLL_SENTENCES)]
+    texts = _corpus.word_lists(quick)
     rows = []
     for family in QUICK_FAMILIES if quick else FAMILIES:
         row = measure(family, texts, quick)

@@ -36,18 +36,15 @@ import gc
 import json
 import os
 import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
+import _harness as h
 
-GIB = 1024**3
+h.setup(tokenizer_threads=True)
+
+HERE, ROOT, GIB = h.HERE, h.ROOT, h.GIB
 SEED = 20240611
 BPE_SIZE = 32_000
 CHAT_SPECIALS = ("<|begin|>", "<|user|>", "<|assistant|>", "<|end|>")
@@ -342,12 +339,7 @@ def measure(shape: str, mode: str, seq: int) -> dict[str, Any]:
     step(inputs, saved)
     seconds = time.perf_counter() - start
     peak = _status("VmHWM")
-    state = sum(
-        t.numel() * t.element_size()
-        for s in optimizer.state.values()
-        for t in s.values()
-        if isinstance(t, torch.Tensor) and t.dim() > 0
-    )
+    state = h.state_bytes(optimizer)
     return {
         "shape": shape,
         "mode": mode,
@@ -370,12 +362,7 @@ def measure(shape: str, mode: str, seq: int) -> dict[str, Any]:
 
 def run_child(args: list[str]) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(HERE)])}
-    done = subprocess.run(
-        [sys.executable, __file__, *args], capture_output=True, text=True, env=env, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{args} failed:\n{done.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = h.child_json([__file__, *args], env=env, what=str(args))
     return result
 
 
@@ -437,7 +424,7 @@ def run(seq: int, partial: Path | None = None, shapes: tuple[str, ...] = ()) -> 
             )
             rows.append(result)
             if partial is not None:
-                partial.write_text(json.dumps({"baseline": baseline, "rows": rows}, indent=2))
+                h.write_json(partial, {"baseline": baseline, "rows": rows}, indent=2)
     return {
         "seq": seq,
         "threads": int(os.environ.get("BENCH_THREADS", "2")),
@@ -487,29 +474,20 @@ def attach(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def _versions() -> dict[str, str]:
-    import platform
-
     import torch
-    import transformers
 
+    versions = h.runtime_versions()
     return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        **{k: versions[k] for k in ("python", "torch", "transformers")},
         "cpu_threads": str(torch.get_num_threads()),
     }
 
 
-def _gib(n: float) -> str:
-    return f"{n / GIB:.2f}"
+_gib = h.gib
 
 
 def plot(results: dict[str, Any], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = h.pyplot()
     shapes = [s for s in SHAPES if any(r["shape"] == s for r in results["rows"])]
     by = {(r["shape"], r["mode"]): r for r in results["rows"]}
     fig, ax = plt.subplots(figsize=(9, 4.2))
@@ -525,17 +503,32 @@ def plot(results: dict[str, Any], out: Path) -> None:
     ax.set_ylabel("peak RSS, GiB")
     ax.set_title(f"One AdamW SFT step, 2 decoder layers, batch 1 x {results['seq']} tokens, CPU")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    h.save_figure(fig, out)
 
 
 def write_doc(results: dict[str, Any], out: Path) -> None:
-    rows = results["rows"]
-    by = {(r["shape"], r["mode"]): r for r in rows}
+    """docs/llm_memory.md from the measurements with their estimates attached."""
+    by = {(r["shape"], r["mode"]): r for r in results["rows"]}
+    lines = [
+        *_doc_setup(results),
+        *_doc_measured(results, by),
+        *_doc_shifted(by),
+        *_doc_estimates(results),
+        *_doc_errors(results),
+        *_doc_gemma_half(by, results["seq"]),
+        *_doc_real_depth(results),
+        *_doc_fused_and_environment(results),
+    ]
+    out.write_text("\n".join(lines), encoding="utf-8")
+
+
+Rows = dict[tuple[str, str], dict[str, Any]]
+
+
+def _doc_setup(results: dict[str, Any]) -> list[str]:
     seq = results["seq"]
     base = results["baseline"]["rss_bytes"]
-    lines = [
+    return [
         "# Memory on LLM-shaped models",
         "",
         "What a reduced vocabulary saves in one supervised fine-tuning step of three current "
@@ -581,6 +574,13 @@ def write_doc(results: dict[str, Any], out: Path) -> None:
         "reduced runs, the full-size tensors the `apply_plan` handle keeps for revert, on the "
         "CPU here; on a GPU they are in device memory unless `offload='cpu'`)*.",
         "",
+    ]
+
+
+def _doc_measured(results: dict[str, Any], by: Rows) -> list[str]:
+    rows = results["rows"]
+    seq = results["seq"]
+    lines = [
         f"## Measured: one step at seq {seq}, 2 layers",
         "",
         "| shape | run | kept rows | parameters | Adam state GiB | peak RSS GiB "
@@ -599,11 +599,13 @@ def write_doc(results: dict[str, Any], out: Path) -> None:
         )
     lines += [
         "",
-        "![Measured peak RSS of one step per run, and baseline + peak_bytes]"
-        "(img/llm_memory.png)",
+        "![Measured peak RSS of one step per run, and baseline + peak_bytes](img/llm_memory.png)",
         "",
     ]
-    # --- softmax "shifted" against reduced on the Gemma-like shape
+    return lines
+
+
+def _doc_shifted(by: Rows) -> list[str]:
     g_full, g_red = by[("gemma", "full")], by[("gemma", "reduced")]
     g_sh, g_fs = by[("gemma", "shifted")], by[("gemma", "softmax-full")]
     kept_share = (g_full["peak_rss_bytes"] - g_sh["peak_rss_bytes"]) / (
@@ -612,25 +614,33 @@ def write_doc(results: dict[str, Any], out: Path) -> None:
     kept_share_full = (g_full["peak_rss_bytes"] - g_fs["peak_rss_bytes"]) / (
         g_full["peak_rss_bytes"] - g_red["peak_rss_bytes"]
     )
-    lines += [
+    lines = [
         '### `softmax="shifted"`: how much of the saving it keeps',
         "",
-        f'On the Gemma-3-1B-like shape the full-vocabulary step peaks at '
+        f"On the Gemma-3-1B-like shape the full-vocabulary step peaks at "
         f'{_gib(g_full["peak_rss_bytes"])} GiB, `"reduced"` at {_gib(g_red["peak_rss_bytes"])} '
         f'GiB and `"shifted"` at {_gib(g_sh["peak_rss_bytes"])} GiB (`"full"`: '
         f'{_gib(g_fs["peak_rss_bytes"])} GiB): `"shifted"` keeps {kept_share:.0%} of the '
         f'reduced mode\'s saving (`"full"` {kept_share_full:.0%}; target at least half: '
-        f"{'met' if kept_share >= 0.5 else 'not met'}). What it adds over `\"reduced\"` is "
+        f'{"met" if kept_share >= 0.5 else "not met"}). What it adds over `"reduced"` is '
         "the normaliser's chunk workspace (the gathered rows of one chunk of 8,192 dropped rows "
         "and a few fp32 blocks of positions x 8,192), one hidden-size vector with its "
         "gradient and Adam moments, and one more logits column; the dropped rows get no "
         "gradient and no optimizer state. "
-        f'Its cost is time: the step takes {g_sh["step_seconds"]:.0f} s against '
+        f"Its cost is time: the step takes {g_sh['step_seconds']:.0f} s against "
         f'{g_red["step_seconds"]:.0f} s for `"reduced"` and {g_full["step_seconds"]:.0f} s for '
         "the full vocabulary, because the normaliser computes the dropped rows' logits in "
         "the forward pass and again in the backward pass, chunk by chunk, with a row gather "
         "per chunk.",
         "",
+    ]
+    return lines
+
+
+def _doc_estimates(results: dict[str, Any]) -> list[str]:
+    rows = results["rows"]
+    seq = results["seq"]
+    lines = [
         "## The estimate against the measurement",
         "",
         "`memory_estimate(config, plan, batch_size=1, seq_len=..., softmax=...)` per run. "
@@ -638,7 +648,7 @@ def write_doc(results: dict[str, Any], out: Path) -> None:
         "`peak_bytes` adds what the rest of the step holds: `activation_bytes` (what the "
         "layers save for backward, counted per tensor from the config), `loss_bytes` (the "
         "cross-entropy's log-softmax, its gradient and the logits' gradient beside one "
-        "logits-sized tensor; with `softmax=\"full\"`/`\"shifted\"` the normaliser's chunk "
+        'logits-sized tensor; with `softmax="full"`/`"shifted"` the normaliser\'s chunk '
         "workspace too), and takes the largest of three moments of the step: the start of "
         "backward (activations + logits + loss), the output layer's backward (activations + "
         "the logits' gradient + the output weight's gradient) and its end (every gradient, "
@@ -661,6 +671,12 @@ def write_doc(results: dict[str, Any], out: Path) -> None:
             f"| {r['peak_error']:+.1%} | {_gib(r['predicted_step_peak_bytes'])} "
             f"| {r['step_peak_error']:+.1%} |"
         )
+    return lines
+
+
+def _doc_errors(results: dict[str, Any]) -> list[str]:
+    rows = results["rows"]
+    seq = results["seq"]
     worst_param = max(abs(r["param_error"]) for r in rows)
     worst_state = max(abs(r["state_error"]) for r in rows)
     worst_total = max(abs(r["peak_error"]) for r in rows)
@@ -673,7 +689,7 @@ def write_doc(results: dict[str, Any], out: Path) -> None:
     ]
     worst_act = max(act_errors) if act_errors else float("nan")
     worst_row = max(rows, key=lambda r: abs(r["step_peak_error"]))
-    lines += [
+    lines = [
         "",
         f"- parameters: largest error {worst_param:.2%} (target 1%: "
         f"{'met' if worst_param <= 0.01 else 'not met'}); Adam state: largest error "
@@ -695,9 +711,14 @@ def write_doc(results: dict[str, Any], out: Path) -> None:
         "figure to compare with a measured peak.",
         "",
     ]
+    return lines
+
+
+def _doc_gemma_half(by: Rows, seq: int) -> list[str]:
+    g_full, g_red = by[("gemma", "full")], by[("gemma", "reduced")]
     ratio = g_red["peak_rss_bytes"] / g_full["peak_rss_bytes"]
     no_copy = (g_red["peak_rss_bytes"] - g_red["retained_full_bytes"]) / g_full["peak_rss_bytes"]
-    lines += [
+    lines = [
         "### Gemma-3-1B-like at seq 1024: is the reduced peak at most half the full one?"
         if seq == 1024
         else f"### Gemma-3-1B-like at seq {seq}: reduced against full peak",
@@ -719,6 +740,12 @@ def write_doc(results: dict[str, Any], out: Path) -> None:
         f"{'met' if ratio <= 0.5 else 'not met'} as measured"
         f"{'' if ratio <= 0.5 else (', met without the copy' if no_copy <= 0.5 else '')}.",
         "",
+    ]
+    return lines
+
+
+def _doc_real_depth(results: dict[str, Any]) -> list[str]:
+    lines = [
         "## Estimated: real depth, seq 2048 and 8192",
         "",
         "`memory_estimate` on the real configs (written by hand: Llama-3.2-1B 16 layers, "
@@ -743,7 +770,11 @@ def write_doc(results: dict[str, Any], out: Path) -> None:
             f"| {_gib(red['peak_bytes'])} | {_gib(sh['peak_bytes'])} | {saved:.0%} "
             f"| {_gib(r['bf16_full']['peak_bytes'])} | {_gib(r['bf16_reduced']['peak_bytes'])} |"
         )
-    lines += [
+    return lines
+
+
+def _doc_fused_and_environment(results: dict[str, Any]) -> list[str]:
+    return [
         "",
         "Without gradient checkpointing the activations dominate at these lengths, and a "
         "reduction does not change them; with checkpointing (activations of about one layer "
@@ -769,7 +800,6 @@ def write_doc(results: dict[str, Any], out: Path) -> None:
         ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".",
         "",
     ]
-    out.write_text("\n".join(lines), encoding="utf-8")
 
 
 def main() -> None:
@@ -789,13 +819,13 @@ def main() -> None:
         return
     out_json = HERE / ("llm_memory.quick.json" if args.quick else "llm_memory.json")
     if args.doc_only:
-        results = json.loads(out_json.read_text())
+        results = h.read_json(out_json)
     else:
         shapes = tuple(args.shapes.split(",")) if args.shapes else ()
         results = run(64 if args.quick else args.seq, out_json.with_suffix(".partial.json"), shapes)
-        out_json.write_text(json.dumps(results, indent=2) + "\n")
+        h.write_json(out_json, results, indent=2, newline=True)
     results = attach(results)
-    out_json.write_text(json.dumps(results, indent=2) + "\n")
+    h.write_json(out_json, results, indent=2, newline=True)
     if not args.quick:
         write_doc(results, ROOT / "docs" / "llm_memory.md")
         plot(results, ROOT / "docs" / "img" / "llm_memory.png")

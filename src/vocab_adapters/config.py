@@ -40,10 +40,10 @@ from typing import Any
 
 import attrs
 
-from vocab_adapters.reversible import RECORD, Applied
+from vocab_adapters.reversible import RECORD, Applied, RevertInputs
 from vocabcore import PlanMismatchError, VocabError, VocabPlan
 
-__all__ = ["AppliedConfig", "PreparedConfig", "apply", "prepare"]
+__all__ = ["AppliedConfig", "PreparedConfig", "apply", "config_owners", "prepare"]
 
 _ID_FIELD = re.compile(r".*_token_(id|index)$")
 _DROP_DROPPED = ("suppress_tokens", "begin_suppress_tokens")
@@ -78,6 +78,11 @@ def _owners(path: str, config: Any, seen: set[int]) -> Iterator[tuple[str, Any]]
     for key, value in list(vars(config).items()):
         if _is_config(value):
             yield from _owners(f"{path}.{key}", value, seen)
+
+
+def config_owners(config: Any) -> list[tuple[str, Any]]:
+    """``config`` and its nested configs (``text_config``, ...), each once, with their paths."""
+    return list(_owners("config", config, set()))
 
 
 class _IdMap:
@@ -210,16 +215,22 @@ class AppliedConfig(Applied):
         """Id fields that something set again while reduced (TRL writes eos as a list)."""
         return tuple(f for f in self._ids if vars(f.owner).get(f.key) != f.new)
 
-    def _prepare_revert(self) -> tuple[Callable[[], None], Callable[[], None]]:
+    def _prepare_revert(
+        self, inputs: RevertInputs
+    ) -> tuple[Callable[[], None], Callable[[], None]]:
         """Sizes first, then ids, on the way back; the reverse on the way in.
 
         An id field set while reduced, whether unset at apply (TRL's ``SFTTrainer`` writes the
         reduced tokenizer's pad id into ``config.pad_token_id``) or set again (it writes
         ``generation_config.eos_token_id`` as a list), is mapped to the full numbering: it
         keeps what was set, in full ids.
+
+        With ``keep_added`` every ``vocab_size`` grows to at least ``inputs.final_rows``, and
+        a ``vocab_size_per_layer_input`` as large as the vocabulary grows with it.
         """
         back = (*self._sizes, *self._ids)
         mapped = _set_while_reduced(self.plan, (*self._unset, *self._changed_ids()))
+        mapped = [(field, _final_size(field, inputs)) for field in self._sizes] + mapped
         now = [(field, vars(field.owner).get(field.key)) for field, _ in mapped]
 
         def install() -> None:
@@ -236,6 +247,15 @@ class AppliedConfig(Applied):
 
     def _rollback(self) -> None:
         _write((*self._sizes, *self._ids), new=False)
+
+
+def _final_size(field: _Field, inputs: RevertInputs) -> Any:
+    """The value of a size field after revert (its original unless ``keep_added`` grows it)."""
+    if not inputs.keep_added:
+        return field.old
+    if field.key == "vocab_size":
+        return max(field.old, inputs.final_rows)
+    return inputs.final_size(field.old)  # vocab_size_per_layer_input
 
 
 # Id fields that a trainer or user may set while reduced although they were unset at apply

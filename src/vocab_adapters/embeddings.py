@@ -421,7 +421,7 @@ class AppliedEmbeddings(Applied):
 
     def held_tensors(self) -> tuple[torch.Tensor, ...]:
         """The full-size tensors held aside while reduced (on the CPU with ``offload="cpu"``)."""
-        return tuple(group.full.data for group in self._groups)
+        return tuple(group.full for group in self._groups)
 
     def _check_revert(self) -> None:
         """Raise ``VocabError`` if a reduced tensor was replaced or resized since apply."""

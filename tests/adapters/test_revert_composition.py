@@ -370,22 +370,32 @@ def test_failed_revert_leaves_the_held_parameters_untouched(
 ) -> None:
     model = _bert(hf_wordpiece)
     plan = plan_from_texts(hf_wordpiece, build_corpus()[:200])
+    resumed = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    _step(model, resumed, [hf_wordpiece(build_corpus()[1])["input_ids"][:20]])
     weight = model.get_input_embeddings().weight
     original = weight.detach().clone()
-    applied = apply_plan(plan, model=model, tokenizer=hf_wordpiece, softmax="shifted")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    _step(model, optimizer, [hf_wordpiece(build_corpus()[0])["input_ids"][:20]])
+    state = dict(resumed.state[weight])  # the full-size state the plan holds for revert
+    held = {k: v.clone() for k, v in state.items()}
+    applied = apply_plan(
+        plan, model=model, tokenizer=hf_wordpiece, optimizer=resumed, softmax="shifted"
+    )
+    late = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    _step(model, late, [hf_wordpiece(build_corpus()[0])["input_ids"][:20]])
+    resumed.step()  # the resumed optimizer trains too (same gradients were zeroed: no-op rows)
 
     def refuse(self: Any) -> None:
-        raise Injected("the tokenizer stage refuses, after the embeddings prepared")
+        raise Injected("the tokenizer stage refuses, after every other stage prepared")
 
     with monkeypatch.context() as m:
         m.setattr(fast_tokenizer_adapter.AppliedFastTokenizer, "_check_revert", refuse)
         with pytest.raises(Injected):
-            revert_plan(applied, optimizer=optimizer)
+            revert_plan(applied, optimizer=late)
     assert torch.equal(weight, original)  # the object users may hold is unchanged
+    for key, value in held.items():
+        assert torch.equal(state[key], value), key  # the optimizer's held state too
     assert applied.active
-    applied.stages["embeddings"].rollback()  # exact: the original values
+    for stage in ("optimizer", "embeddings"):
+        applied.stages[stage].rollback()  # exact: the original values
     assert model.get_input_embeddings().weight is weight and torch.equal(weight, original)
 
 

@@ -50,6 +50,18 @@ def _step(model: Any, optimizer: Any, ids: list[list[int]]) -> None:
     optimizer.zero_grad()
 
 
+def _skip_unmasked_per_layer(name: str) -> None:
+    """transformers 4's ``Gemma3nTextModel`` indexes its per-layer table with every id.
+
+    Ids at or beyond ``vocab_size_per_layer_input`` raise ``IndexError`` there (the original
+    model's too); transformers 5 maps them to row 0. Added tokens' ids are beyond the table.
+    """
+    import transformers
+
+    if name == "gemma3n" and int(transformers.__version__.split(".")[0]) < 5:
+        pytest.skip("transformers 4's Gemma3nTextModel cannot take ids beyond its per-layer table")
+
+
 def _dropped(plan: VocabPlan) -> list[int]:
     return sorted(set(range(plan.vocab_size)) - set(plan.kept))
 
@@ -112,6 +124,7 @@ def _vocab_sizes(model: Any) -> dict[str, int]:
 def test_keep_added_without_padding_rows_grows_every_vocabulary_size(
     name: str, shape: str, load_llm_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    _skip_unmasked_per_layer(name)
     monkeypatch.setitem(LLM_CASES, name, dataclasses.replace(LLM_CASES[name], extra_rows=0))
     tok = load_llm_tokenizer(shape)
     model = build_llm_case(name, tok)
@@ -157,6 +170,7 @@ def test_per_layer_table_smaller_than_the_vocabulary_keeps_its_size(
     load_llm_tokenizer: Any,
 ) -> None:
     """Gemma 3n with padding rows: the added ids land beyond the table and read row 0."""
+    _skip_unmasked_per_layer("gemma3n")
     tok = load_llm_tokenizer("gemma")
     model = build_llm_case("gemma3n", tok)
     table_size = model.config.vocab_size_per_layer_input

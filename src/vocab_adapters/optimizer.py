@@ -245,7 +245,9 @@ def prepare(
                     else:  # scalars: Adam's step is updated in place, so each side owns one
                         new_state[key] = value.clone() if isinstance(value, torch.Tensor) else value
                         kept[key] = value
-        entries.append(_Entry(swap, where[0], where[1], state, new_state))
+        offloaded = kept is not None and any(kept[k] is not v for k, v in (state or {}).items())
+        # Offloaded: the entry (for rollback) holds the CPU copies too, not the device tensors.
+        entries.append(_Entry(swap, where[0], where[1], kept if offloaded else state, new_state))
         held.append(kept)
     return PreparedOptimizer(optimizer, tuple(swaps), tuple(entries), tuple(held))
 
@@ -297,7 +299,21 @@ class AppliedOptimizer(Applied):
         return restore.commit, restore.undo
 
     def _rollback(self) -> None:
-        _swap_back(self.optimizer, self._entries, to_full=True)
+        entries = [  # offloaded state goes back to the parameter's device
+            attrs.evolve(e, old_state=_to_devices(e.old_state or {}, e.swap))
+            if _offloaded(e)
+            else e
+            for e in self._entries
+        ]
+        _swap_back(self.optimizer, entries, to_full=True)
+
+
+def _offloaded(entry: _Entry) -> bool:
+    device = entry.swap.reduced.device
+    return any(
+        isinstance(v, torch.Tensor) and v.shape == entry.swap.full.shape and v.device != device
+        for v in (entry.old_state or {}).values()
+    )
 
 
 def _swap_back(optimizer: Any, entries: Sequence[_Entry], *, to_full: bool) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from vocab_adapters.stages.reversible import RECORD, Applied, Prepared, commit_all
+from vocab_adapters.stages.reversible import RECORD, Applied, Prepared, RevertInputs, commit_all
 from vocabcore import VocabError, VocabPlan
 
 __all__ = [
@@ -18,10 +18,10 @@ __all__ = [
     "track_optimizer",
 ]
 
-#: The stages of a plan, in the order apply commits them; revert installs them in reverse.
-#: ``softmax`` (``apply_plan(..., softmax="full"|"shifted")``) comes before ``embeddings`` so
-#: that on revert it installs after the full parameters are back (``"shifted"`` writes into
-#: their dropped rows).
+#: The stages of a plan, in the order apply commits them; revert installs them in reverse. The order
+#: is a convention only: on revert every stage computes the final value of what it owns from the
+#: same plain :class:`~vocab_adapters.stages.reversible.RevertInputs` (built before any stage
+#: prepares), and no stage writes into another's objects, so any order gives the same result.
 STAGES = ("tokenizer", "softmax", "embeddings", "config", "optimizer")
 
 
@@ -81,6 +81,61 @@ class AppliedPlan:
         if optimizer is self.optimizer or any(o is optimizer for o in self._late_optimizers):
             return
         self._late_optimizers.append(optimizer)
+
+    def held_tensors(self) -> tuple[Any, ...]:
+        """Full-size tensors the plan keeps aside for revert while reduced.
+
+        The original embedding/head/bias tensors (embeddings stage) and the optimizer's
+        full-size state of a resumed optimizer (optimizer stage); each once. With
+        ``apply_plan(..., offload="cpu")`` they are all on the CPU. Not included: what the
+        model trains with, and the working copy of the dropped output rows that
+        ``softmax="full"``/``"shifted"`` keeps where the model is when offloading.
+        """
+        seen: set[int] = set()
+        out: list[Any] = []
+        for stage in self.stages.values():
+            if not stage.active:
+                continue
+            for tensor in stage.held_tensors():
+                if id(tensor) not in seen:
+                    seen.add(id(tensor))
+                    out.append(tensor)
+        return tuple(out)
+
+    def held_bytes(self, device: Any = None) -> int:
+        """Bytes of :meth:`held_tensors` (on ``device`` only, when given: ``"cuda"``, ...)."""
+        import torch
+
+        total = 0
+        for tensor in self.held_tensors():
+            if device is not None:
+                want = torch.device(device)
+                here = tensor.device
+                if here.type != want.type or (want.index is not None and here.index != want.index):
+                    continue
+            total += tensor.numel() * tensor.element_size()
+        return total
+
+    def revert_inputs(self, *, keep_added: bool = False) -> RevertInputs:
+        """What every stage's revert is given: plain data gathered from the stages.
+
+        The trained shifts of ``softmax="shifted"``, how many added tokens are kept, and how
+        many vocabulary rows there are after the revert (padding rows first, then growth).
+        """
+        plan = self.plan
+        added = len(plan.added) if keep_added else 0
+        embeddings = self.stages.get("embeddings")
+        rows = getattr(embeddings, "rows", plan.vocab_size)
+        softmax = self.stages.get("softmax")
+        row_shifts = getattr(softmax, "row_shifts", None)
+        shifts = tuple(row_shifts()) if callable(row_shifts) else ()
+        return RevertInputs(
+            vocab_size=plan.vocab_size,
+            added=added,
+            rows=rows,
+            final_rows=max(rows, plan.vocab_size + added),
+            shifts=shifts,
+        )
 
     def __repr__(self) -> str:
         state = "active" if self.active else "reverted"
@@ -146,7 +201,7 @@ def _prepare_stages(
     if optimizer is not None:
         from vocab_adapters.stages import optimizer as optimizer_adapter
 
-        prepared["optimizer"] = optimizer_adapter.prepare(optimizer, swaps)
+        prepared["optimizer"] = optimizer_adapter.prepare(optimizer, swaps, offload=offload)
     return [(name, prepared[name]) for name in STAGES if name in prepared], swaps
 
 
@@ -171,7 +226,9 @@ def apply_plan(
         optimizer: An optimizer over ``model``'s parameters that already exists (resuming);
             one created after apply can be registered with :meth:`AppliedPlan.track` or passed
             to :func:`revert_plan`.
-        offload: ``"cpu"`` to hold the full-size embedding rows on the CPU while reduced.
+        offload: ``"cpu"`` to hold every full-size tensor kept for revert on the CPU while
+            reduced: the embedding/head/bias tensors and a resumed optimizer's full-size state
+            (see :meth:`AppliedPlan.held_tensors`).
         softmax: ``"reduced"`` (default: the loss normalises over the kept ids), ``"full"``
             (the loss normalises over every row; dropped rows frozen) or ``"shifted"``
             (``"full"`` plus one trainable shift of the dropped rows); see
@@ -243,8 +300,10 @@ def revert_plan(applied: AppliedPlan, *, optimizer: Any = None, keep_added: bool
             ``applied.track(optimizer)`` before reverting); its reduced parameters are swapped
             for the full ones, with full-size state.
         keep_added: For a plan that adds tokens: keep them, at ids ``len(tokenizer)`` upward,
-            with their trained rows; tokenizer, embeddings, config and optimizer state grow to
-            match (see :mod:`vocab_adapters.stages.added_revert`). Otherwise the revert is exact.
+            with their trained rows (in padding rows while the model has some, grown beyond);
+            tokenizer, embeddings, per-layer tables, config sizes, modules' ``vocab_size``
+            and optimizer state grow to match, and the dropped rows still get the trained
+            shift of ``softmax="shifted"``. Otherwise the revert is exact.
 
     Raises:
         VocabError: The plan was already reverted, or a target was changed by something else
@@ -271,12 +330,8 @@ def revert_plan(applied: AppliedPlan, *, optimizer: Any = None, keep_added: bool
         *(applied.stages[name] for name in reversed(STAGES) if name in applied.stages),
     ]
     try:
-        steps: list[Any] = [change.prepare_revert() for change in order]
-        if keep_added and applied.plan.added:  # grows what the stages computed
-            from vocab_adapters.stages.added_revert import prepare_keep_added
-
-            handles = [applied.stages.get("optimizer"), *late]
-            steps.append(prepare_keep_added(applied, [h for h in handles if h is not None]))
+        inputs = applied.revert_inputs(keep_added=keep_added)
+        steps = [change.prepare_revert(inputs) for change in order]
         commit_all(steps, lambda step: step.commit(), lambda step, _: step.undo())
     except BaseException:
         for handle in late:
@@ -312,6 +367,13 @@ def reduced_vocab(
     and when the block raises (the exception propagates unchanged). An optimizer created inside
     the block can be registered with :func:`track_optimizer` so it is restored too.
 
+    When the block raised and the revert fails as well, the block's exception is what
+    propagates (the same object): the revert failure is attached to it as
+    ``exc.vocabcore_revert_error`` (and, on Python 3.11+, named in a note), the still active
+    :class:`AppliedPlan` as ``exc.vocabcore_applied_plan``. The objects are then still reduced;
+    fix the cause and call ``revert_plan(exc.vocabcore_applied_plan)``, or reload the model.
+    When the block did not raise, a revert failure propagates itself.
+
     Yields:
         The plan in force.
     """
@@ -334,6 +396,30 @@ def reduced_vocab(
     )
     try:
         yield plan
-    finally:
+    except BaseException as exc:
         if applied.active:
-            revert_plan(applied)
+            _revert_beside(applied, exc)
+        raise
+    if applied.active:
+        revert_plan(applied)
+
+
+def _revert_beside(applied: AppliedPlan, exc: BaseException) -> None:
+    """Revert after the block raised ``exc``; a revert failure is chained to ``exc``."""
+    try:
+        revert_plan(applied)
+    except BaseException as error:  # the block's exception wins
+        try:
+            exc.vocabcore_revert_error = error  # type: ignore[attr-defined]
+            exc.vocabcore_applied_plan = applied  # type: ignore[attr-defined]
+        except (AttributeError, TypeError):  # pragma: no cover - exotic exception types
+            pass
+        add_note = getattr(exc, "add_note", None)
+        if callable(add_note):
+            add_note(
+                f"vocabcore: reverting the reduced vocabulary also failed "
+                f"({type(error).__name__}: {error}); the model, tokenizer and optimizer are "
+                "still reduced and the plan is active: fix the cause and call "
+                "revert_plan(exc.vocabcore_applied_plan) again (the failure is "
+                "exc.vocabcore_revert_error), or reload the model"
+            )

@@ -269,11 +269,11 @@ def test_a_failing_embedding_revert_changes_nothing(
     applied = apply_plan(plan, model=model, tokenizer=tok, optimizer=optimizer)
     reduced_weight = model.get_input_embeddings().weight
 
-    def fail(self: Any, targets: Any) -> None:
+    def fail(self: Any) -> None:
         raise RuntimeError("injected failure while installing the full embeddings")
 
-    with monkeypatch.context() as patch:
-        patch.setattr(embeddings.AppliedEmbeddings, "_install_full", fail)
+    with monkeypatch.context() as patch:  # the trained rows' writes into the held tensor
+        patch.setattr(embeddings.RowWrites, "apply", fail)
         with pytest.raises(RuntimeError, match="injected"):
             revert_plan(applied)
     assert applied.active

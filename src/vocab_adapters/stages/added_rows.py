@@ -1,8 +1,12 @@
-"""Rows for added tokens: the mean of their pieces' rows, and zero optimizer state.
+"""Rows for added tokens, and the row writes of a revert.
 
 An added token's embedding row, LM-head row and output bias start as the mean of the rows of
 its pieces (the ids the original tokenizer splits its pre-token into). A tied head is one
 tensor with the embedding, so it stays tied. Optimizer state of added rows starts at zero.
+
+On revert, the stages that own vocabulary-sized tensors (embeddings, optimizer state) build
+their final tensors with :class:`RowWrites` (into a tensor held aside, deferred to install
+and undone exactly) and :func:`resized` (a fresh tensor, when the held one must move or grow).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import torch
 
 from vocabcore import VocabError, VocabPlan
 
-__all__ = ["check_pieces", "mean_rows", "zero_rows"]
+__all__ = ["RowWrites", "check_pieces", "mean_rows", "resized", "zero_rows"]
 
 
 def check_pieces(plan: VocabPlan, pieces: Sequence[Sequence[int]] | None) -> list[list[int]]:
@@ -87,3 +91,82 @@ def zero_rows(value: torch.Tensor, dim: int, rows: int) -> torch.Tensor:
     shape = list(value.shape)
     shape[dim] = rows
     return torch.cat([value, value.new_zeros(shape)], dim)
+
+
+class RowWrites:
+    """Slices written into ``tensor`` along ``dim`` with ``index_copy_``, in the order added.
+
+    A ``private`` tensor (fresh, seen by no one) is written at once. Otherwise the writes wait
+    for :meth:`apply` (a revert's install), and what they overwrite is copied when they are
+    added, so :meth:`undo` puts it back exactly: preparing never changes the tensor.
+
+    >>> t = torch.zeros(3)
+    >>> w = RowWrites(t, 0, private=False)
+    >>> w.add(torch.tensor([1]), torch.tensor([5.0]))
+    >>> t.tolist()
+    [0.0, 0.0, 0.0]
+    >>> w.apply(); t.tolist()
+    [0.0, 5.0, 0.0]
+    >>> w.undo(); t.tolist()
+    [0.0, 0.0, 0.0]
+    """
+
+    def __init__(self, tensor: torch.Tensor, dim: int, *, private: bool) -> None:
+        self.tensor = tensor
+        self.dim = dim
+        self.private = private
+        self._writes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def add(
+        self, index: torch.Tensor, values: torch.Tensor, old: torch.Tensor | None = None
+    ) -> None:
+        """Write ``values`` at ``index`` (now if private, else at :meth:`apply`)."""
+        index = index.to(self.tensor.device)
+        values = values.detach().to(device=self.tensor.device, dtype=self.tensor.dtype)
+        with torch.no_grad():
+            if self.private:
+                self.tensor.index_copy_(self.dim, index, values)
+                return
+            if old is None:
+                old = self.tensor.index_select(self.dim, index)
+        self._writes.append((index, values, old))
+
+    def apply(self) -> None:
+        """Make the deferred writes, in order."""
+        with torch.no_grad():
+            for index, values, _ in self._writes:
+                self.tensor.index_copy_(self.dim, index, values)
+
+    def undo(self) -> None:
+        """Put back what :meth:`apply` overwrote."""
+        with torch.no_grad():
+            for index, _, old in reversed(self._writes):
+                self.tensor.index_copy_(self.dim, index, old)
+
+
+def resized(
+    tensor: torch.Tensor,
+    dim: int,
+    size: int,
+    *,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """A fresh copy of ``tensor`` with ``size`` slices along ``dim`` (zeros after its own).
+
+    On ``device`` and in ``dtype`` when given (else ``tensor``'s); one allocation there.
+
+    >>> resized(torch.ones(2, 1), 0, 3).tolist()
+    [[1.0], [1.0], [0.0]]
+    """
+    device = tensor.device if device is None else device
+    dtype = tensor.dtype if dtype is None else dtype
+    shape = list(tensor.shape)
+    have = shape[dim]
+    shape[dim] = size
+    with torch.no_grad():
+        out = torch.empty(shape, dtype=dtype, device=device)
+        out.narrow(dim, 0, min(have, size)).copy_(tensor.narrow(dim, 0, min(have, size)))
+        if size > have:
+            out.narrow(dim, have, size - have).zero_()
+    return out

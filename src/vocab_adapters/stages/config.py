@@ -33,17 +33,17 @@ Example:
 from __future__ import annotations
 
 import re
-import types
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
-from vocab_adapters.stages.reversible import RECORD, Applied
+from vocab_adapters.stages.config_tree import config_owners, is_config, walk_owners
+from vocab_adapters.stages.reversible import RECORD, Applied, RevertInputs
 from vocabcore import PlanMismatchError, VocabError, VocabPlan
 
-__all__ = ["AppliedConfig", "PreparedConfig", "apply", "prepare"]
+__all__ = ["AppliedConfig", "PreparedConfig", "apply", "config_owners", "prepare"]
 
 _ID_FIELD = re.compile(r".*_token_(id|index)$")
 _DROP_DROPPED = ("suppress_tokens", "begin_suppress_tokens")
@@ -57,27 +57,6 @@ class _Field:
     key: str
     old: Any
     new: Any
-
-
-def _is_config(value: Any) -> bool:
-    if isinstance(value, types.SimpleNamespace):
-        return True
-    try:
-        from transformers import PretrainedConfig
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        return False
-    return isinstance(value, PretrainedConfig)
-
-
-def _owners(path: str, config: Any, seen: set[int]) -> Iterator[tuple[str, Any]]:
-    """The config and its nested configs, each once, with a dotted path for messages."""
-    if id(config) in seen:
-        return
-    seen.add(id(config))
-    yield path, config
-    for key, value in list(vars(config).items()):
-        if _is_config(value):
-            yield from _owners(f"{path}.{key}", value, seen)
 
 
 class _IdMap:
@@ -210,16 +189,22 @@ class AppliedConfig(Applied):
         """Id fields that something set again while reduced (TRL writes eos as a list)."""
         return tuple(f for f in self._ids if vars(f.owner).get(f.key) != f.new)
 
-    def _prepare_revert(self) -> tuple[Callable[[], None], Callable[[], None]]:
+    def _prepare_revert(
+        self, inputs: RevertInputs
+    ) -> tuple[Callable[[], None], Callable[[], None]]:
         """Sizes first, then ids, on the way back; the reverse on the way in.
 
         An id field set while reduced, whether unset at apply (TRL's ``SFTTrainer`` writes the
         reduced tokenizer's pad id into ``config.pad_token_id``) or set again (it writes
         ``generation_config.eos_token_id`` as a list), is mapped to the full numbering: it
         keeps what was set, in full ids.
+
+        With ``keep_added`` every ``vocab_size`` grows to at least ``inputs.final_rows``, and
+        a ``vocab_size_per_layer_input`` as large as the vocabulary grows with it.
         """
         back = (*self._sizes, *self._ids)
         mapped = _set_while_reduced(self.plan, (*self._unset, *self._changed_ids()))
+        mapped = [(field, _final_size(field, inputs)) for field in self._sizes] + mapped
         now = [(field, vars(field.owner).get(field.key)) for field, _ in mapped]
 
         def install() -> None:
@@ -236,6 +221,15 @@ class AppliedConfig(Applied):
 
     def _rollback(self) -> None:
         _write((*self._sizes, *self._ids), new=False)
+
+
+def _final_size(field: _Field, inputs: RevertInputs) -> Any:
+    """The value of a size field after revert (its original unless ``keep_added`` grows it)."""
+    if not inputs.keep_added:
+        return field.old
+    if field.key == "vocab_size":
+        return max(field.old, inputs.final_rows)
+    return inputs.final_size(field.old)  # vocab_size_per_layer_input
 
 
 # Id fields that a trainer or user may set while reduced although they were unset at apply
@@ -304,7 +298,7 @@ def prepare(plan: VocabPlan, model_or_config: Any) -> PreparedConfig:
         VocabError: A special-token id the plan drops.
     """
     config = getattr(model_or_config, "config", None)
-    if config is not None and not _is_config(model_or_config):
+    if config is not None and not is_config(model_or_config):
         rows = _embedding_rows(model_or_config)
         generation = getattr(model_or_config, "generation_config", None)
     else:
@@ -318,7 +312,7 @@ def prepare(plan: VocabPlan, model_or_config: Any) -> PreparedConfig:
         ) from None
 
     RECORD.check_free(config, "config")
-    owners = list(_owners("config", config, set()))
+    owners = list(walk_owners("config", config, set()))
     if generation is not None:
         owners.append(("generation_config", generation))
 

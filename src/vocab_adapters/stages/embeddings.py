@@ -9,6 +9,21 @@ full-size ``Parameter`` objects are kept (on their device, or on the CPU with ``
 and put back on revert, with the trained rows written into them by ``index_copy_``, so
 ``model.get_input_embeddings().weight`` is the very same object before apply and after revert.
 
+On revert this stage computes the final value of every tensor it owns from what it is given
+(:class:`~vocab_adapters.stages.reversible.RevertInputs`): the kept rows as trained, the dropped
+rows plus the trained shift of ``softmax="shifted"``, and with ``keep_added`` the added rows at ids
+``vocab_size ..`` (in padding rows while there are some, grown beyond them), with every size
+attribute (``num_embeddings``, ``out_features``, modules' ``vocab_size``) grown to match. Preparing
+never writes into the held full tensors: the writes wait for install and are undone exactly (what
+they overwrite is kept: the kept rows, small), or go into a fresh tensor when the held one has to
+move (offloaded, or the model moved) or grow.
+
+Per-layer tables (Gemma 3n) with ``keep_added``: ids at or beyond the table's size read row 0,
+so an added token reads row 0 while reduced (its id is beyond the reduced table). After the
+revert it reads row 0 too: a table as large as the vocabulary grows with it, and every added
+id inside the table gets the trained row 0; a smaller table keeps its size (the added ids are
+beyond it and read row 0).
+
 Which tensors are handled:
 
 * the input embedding (``get_input_embeddings()``) and every slot sharing its tensor;
@@ -59,8 +74,8 @@ import attrs
 import torch
 from torch import nn
 
-from vocab_adapters.stages.added_rows import check_pieces, mean_rows
-from vocab_adapters.stages.reversible import RECORD, Applied
+from vocab_adapters.stages.added_rows import RowWrites, check_pieces, mean_rows, resized
+from vocab_adapters.stages.reversible import RECORD, Applied, ParamSwap, RevertInputs
 from vocabcore import PlanMismatchError, VocabError, VocabPlan
 
 __all__ = [
@@ -75,24 +90,6 @@ __all__ = [
 
 class VocabSizedTensorWarning(UserWarning):
     """A tensor has a vocabulary-sized dimension but is not an embedding, head or bias."""
-
-
-@attrs.frozen(eq=False)
-class ParamSwap:
-    """One full-size parameter and the reduced parameter that stands in for it.
-
-    Attributes:
-        full: The original full-size parameter (kept aside while reduced, put back on revert).
-        reduced: The parameter installed in the model while reduced.
-        index: ``int64`` positions along ``dim`` of ``full`` that ``reduced`` holds, in order
-            (``reduced == full.index_select(dim, index)`` at apply time), on ``full``'s device.
-        dim: The vocabulary dimension (0 for embeddings, heads and 1-D biases).
-    """
-
-    full: nn.Parameter
-    reduced: nn.Parameter
-    index: torch.Tensor
-    dim: int = 0
 
 
 @attrs.frozen(eq=False)
@@ -130,6 +127,7 @@ class _Group:
     reduced: torch.Tensor
     offloaded: torch.Tensor | None  # CPU copy of ``full`` to hold while reduced, if offloading
     added: int = 0  # rows of the plan's added tokens, after the kept rows
+    per_layer: bool = False  # a per-layer table (Gemma 3n): the kept ids below its size
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -373,7 +371,7 @@ class PreparedEmbeddings:
         for change in self._changes:
             setattr(change.module, change.name, change.new)
         return AppliedEmbeddings(
-            self.plan, self.model, self.swaps, self.tied, self._groups, self._changes
+            self.plan, self.model, self.swaps, self.tied, self._groups, self._changes, self.rows
         )
 
 
@@ -390,16 +388,22 @@ class AppliedEmbeddings(Applied):
         tied: bool,
         groups: tuple[_Group, ...],
         changes: tuple[_AttrChange, ...],
+        rows: int | None = None,
     ) -> None:
         super().__init__(model)
         self.plan = plan
         self.model = model
         self.swaps = swaps
         self.tied = tied
+        self.rows = rows if rows is not None else plan.vocab_size
+        """Vocabulary rows of the model before apply (may exceed ``plan.vocab_size``)."""
         self._groups = groups
         self._changes = changes
         self._devices = {id(g.full): g.full.device for g in groups if g.offloaded is not None}
-        self._pending: list[tuple[_Group, torch.Tensor]] = []
+
+    def held_tensors(self) -> tuple[torch.Tensor, ...]:
+        """The full-size tensors held aside while reduced (on the CPU with ``offload="cpu"``)."""
+        return tuple(group.full for group in self._groups)
 
     def _check_revert(self) -> None:
         """Raise ``VocabError`` if a reduced tensor was replaced or resized since apply."""
@@ -422,29 +426,86 @@ class AppliedEmbeddings(Applied):
                         "instead of reverting"
                     )
 
-    def _prepare_revert(self) -> tuple[Callable[[], None], Callable[[], None]]:
+    def _prepare_revert(
+        self, inputs: RevertInputs
+    ) -> tuple[Callable[[], None], Callable[[], None]]:
         # Every allocation happens here (a full tensor may have to move to where the model is
-        # now). The trained rows are written into the full tensors held aside, which no one
-        # sees while reduced (a retry writes them again), so a failure here changes nothing.
-        targets: list[tuple[_Group, torch.Tensor, torch.Tensor]] = []
+        # now, or grow). Nothing the user or a rollback can see is written: writes into a held
+        # tensor wait for install (RowWrites keeps what they overwrite for undo).
+        final: list[tuple[_Group, torch.Tensor, torch.Tensor, RowWrites, torch.Tensor]] = []
         for group in self._groups:
             current = group.slots[0].get()
             assert current is not None
-            full = group.full.data
-            if full.device != current.device or full.dtype != current.dtype:
-                full = full.to(device=current.device, dtype=current.dtype)
-            targets.append((group, full, current))
+            held = group.full.data
+            writes = self._final_rows(group, held, current, inputs)
+            final.append((group, held, writes.tensor, writes, current))
+        sizes = [
+            (change, change.old if change.name == "padding_idx" else inputs.final_size(change.old))
+            for change in self._changes
+        ]
+
+        def install() -> None:
+            for group, _, data, writes, _ in final:
+                if not writes.private:
+                    writes.apply()
+                if data is not group.full.data:
+                    group.full.data = data
+                for slot in group.slots:
+                    slot.put(group.full)
+            for change, value in sizes:
+                setattr(change.module, change.name, value)
+
+        def uninstall() -> None:
+            for group, held, _, writes, current in reversed(final):
+                if not writes.private:
+                    writes.undo()
+                if held is not group.full.data:
+                    group.full.data = held
+                for slot in group.slots:
+                    slot.put(group.reduced if group.is_param else current)
+            for change in self._changes:
+                setattr(change.module, change.name, change.new)
+
+        return install, uninstall
+
+    def _final_rows(
+        self, group: _Group, held: torch.Tensor, current: torch.Tensor, inputs: RevertInputs
+    ) -> RowWrites:
+        """The writes that make ``group``'s final tensor (``.tensor`` of the result)."""
+        dim = group.dim
+        size = held.shape[dim]
+        final_size = inputs.final_size(size)
+        if held.device != current.device or held.dtype != current.dtype or final_size != size:
+            writes = RowWrites(
+                resized(held, dim, final_size, device=current.device, dtype=current.dtype),
+                dim,
+                private=True,
+            )
+        else:
+            writes = RowWrites(held, dim, private=False)
+        data = writes.tensor
+        reduced = current.detach()
         with torch.no_grad():
-            for group, full, current in targets:
-                index = group.index.to(current.device)
-                kept = current.detach().narrow(group.dim, 0, index.numel())  # added rows follow
-                full.index_copy_(group.dim, index, kept)
-        held = [(group, group.full.data, current) for group, _, current in targets]
-        self._pending = [(group, full) for group, full, _ in targets]  # for keep_added
-        return (
-            lambda: self._install_full([(group, full) for group, full, _ in targets]),
-            lambda: self._install_reduced(held),
-        )
+            index = group.index.to(data.device)
+            writes.add(index, reduced.narrow(dim, 0, index.numel()))  # added rows follow
+            for shift in inputs.shifts_for(group.full):  # dropped rows move by the shift
+                rows = shift.rows.to(data.device)
+                before = data.index_select(dim, rows)
+                writes.add(rows, before + shift.delta.to(before), old=before)
+            positions = [p for p in inputs.positions if p < final_size]
+            if positions and group.per_layer:  # added ids read row 0, as while reduced
+                zero = torch.zeros(len(positions), dtype=torch.long, device=reduced.device)
+                at = torch.tensor(positions, dtype=torch.long, device=data.device)
+                writes.add(at, reduced.index_select(dim, zero))
+            elif positions:
+                if group.added != inputs.added:
+                    raise VocabError(
+                        f"keep_added expects {inputs.added} added rows but the model holds "
+                        f"{group.added}; revert with the plan that was applied"
+                    )
+                at = torch.tensor(positions, dtype=torch.long, device=data.device)
+                writes.add(at, reduced.narrow(dim, index.numel(), group.added))
+        return writes
 
     def _rollback(self) -> None:
         restored: list[tuple[_Group, torch.Tensor]] = []
@@ -452,25 +513,13 @@ class AppliedEmbeddings(Applied):
             device = self._devices.get(id(group.full))
             data = group.full.data
             restored.append((group, data if device is None else data.to(device)))
-        self._install_full(restored)
-
-    def _install_full(self, targets: list[tuple[_Group, torch.Tensor]]) -> None:
-        for group, data in targets:
+        for group, data in restored:
             if data is not group.full.data:
                 group.full.data = data
             for slot in group.slots:
                 slot.put(group.full)
         for change in self._changes:
             setattr(change.module, change.name, change.old)
-
-    def _install_reduced(self, held: list[tuple[_Group, torch.Tensor, torch.Tensor]]) -> None:
-        for group, data, current in held:
-            if data is not group.full.data:
-                group.full.data = data
-            for slot in group.slots:
-                slot.put(group.reduced if group.is_param else current)
-        for change in self._changes:
-            setattr(change.module, change.name, change.new)
 
 
 def prepare(
@@ -489,8 +538,8 @@ def prepare(
         offload: ``"cpu"`` to hold the full-size tensors on the CPU while reduced (they go
             back to the model's device on revert); ``None`` keeps them where they are.
         added_pieces: For a plan that adds tokens, the old ids of each added token's pieces
-            (:func:`~vocab_adapters.stages.tokenizer_adapter.token_pieces`); its rows start as
-            their mean.
+            (:func:`vocab_adapters.stages.tokenizer_adapter.token_pieces`); its rows start as their
+            mean.
 
     Raises:
         PlanMismatchError: The embedding has fewer rows than ``plan.vocab_size``.
@@ -650,7 +699,10 @@ def _slice(
         if offload == "cpu" and device.type != "cpu":
             offloaded = tensor.detach().to("cpu")
         added = len(pieces) if item.kept is None else 0
-        groups.append(_Group(tensor, item.slots, item.dim, index, reduced, offloaded, added))
+        per_layer = item.kept is not None
+        groups.append(
+            _Group(tensor, item.slots, item.dim, index, reduced, offloaded, added, per_layer)
+        )
     return tuple(groups)
 
 

@@ -31,7 +31,7 @@ import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from vocab_adapters.stages.reversible import RECORD, Applied
+from vocab_adapters.stages.reversible import EXACT, RECORD, Applied, RevertInputs
 from vocab_adapters.tokenization.bpe_closure import (
     cached_merge_table,
     cached_parse_merges,
@@ -43,6 +43,7 @@ from vocab_adapters.tokenization.tokenizer_backend import (
     backend_of,
     dump_json,
     keep_needed,
+    load_json,
     parsed,
     tokenizer_document,
 )
@@ -499,7 +500,11 @@ class AppliedFastTokenizer(Applied):
                 "applying the plan, or after reverting it"
             )
 
-    def _prepare_revert(self) -> tuple[Callable[[], None], Callable[[], None]]:
+    def _prepare_revert(
+        self, inputs: RevertInputs = EXACT
+    ) -> tuple[Callable[[], None], Callable[[], None]]:
+        if inputs.keep_added and self.plan.added:
+            return self._grown(inputs)
         if isinstance(self._original, _BareState):
             original, bare = self._original, self._reduced
             reduced = _BareState(bare)
@@ -508,6 +513,62 @@ class AppliedFastTokenizer(Applied):
 
         def install() -> None:
             tokenizer._tokenizer = full
+
+        def uninstall() -> None:
+            tokenizer._tokenizer = small
+
+        return install, uninstall
+
+    def _grown(self, inputs: RevertInputs) -> tuple[Callable[[], None], Callable[[], None]]:
+        """The original backend plus the plan's added tokens at ids ``vocab_size ..``.
+
+        Built here (every check and allocation); the added tokens are added exactly as
+        :mod:`vocab_adapters.tokenization.added_tokens` adds them to a reduced tokenizer.
+        """
+        plan = self.plan
+        if inputs.added != len(plan.added):
+            raise VocabError(
+                f"keep_added expects {inputs.added} added tokens but the plan applied to this "
+                f"tokenizer adds {len(plan.added)}; revert with the plan that was applied"
+            )
+        grow = VocabPlan.identity(plan.vocab_size).adding(plan.added)
+        original = self._original
+        bare = isinstance(original, _BareState)
+        text = original.state.decode("utf-8") if bare else original.to_str()
+        grown_doc = reduce_tokenizer_json(grow, load_json(text), check_closed=False)
+        grown_text = dump_json(grown_doc)
+        from tokenizers import Tokenizer, models
+
+        grown = Tokenizer.from_str(grown_text)
+        model = grown_doc["model"]
+        if model["type"] == "Unigram":
+            grown.model = models.Unigram(
+                [(piece, score) for piece, score in model["vocab"]],
+                model.get("unk_id"),
+                bool(model.get("byte_fallback", False)),
+            )
+        special = original.encode_special_tokens
+        grown.encode_special_tokens = special
+        size = grown.get_vocab_size(with_added_tokens=True)
+        if size != plan.vocab_size + len(plan.added):
+            raise VocabError(
+                f"the tokenizer with the added tokens would have {size} tokens, not "
+                f"{plan.vocab_size + len(plan.added)}; keep_added cannot grow this tokenizer"
+            )
+        tokenizer, small = self.tokenizer, self._reduced
+
+        def install() -> None:
+            if bare:
+                tokenizer.__setstate__(grown_text.encode("utf-8"))
+                for name in _COMPONENTS:
+                    setattr(tokenizer, name, getattr(grown, name))
+                tokenizer.encode_special_tokens = special
+            else:
+                tokenizer._tokenizer = grown
+
+        if bare:
+            reduced = _BareState(small)
+            return install, lambda: reduced.restore(small)
 
         def uninstall() -> None:
             tokenizer._tokenizer = small

@@ -1,6 +1,6 @@
 """Point an optimizer at reduced parameters and carry its per-parameter state both ways.
 
-Two cases, both driven by the :class:`~vocab_adapters.stages.embeddings.ParamSwap` objects of the
+Two cases, both driven by the :class:`~vocab_adapters.stages.reversible.ParamSwap` objects of the
 embeddings adapter:
 
 * **Resume** (the optimizer exists, maybe with state, when the plan is applied):
@@ -45,9 +45,8 @@ from typing import Any
 import attrs
 import torch
 
-from vocab_adapters.stages.added_rows import zero_rows
-from vocab_adapters.stages.embeddings import ParamSwap
-from vocab_adapters.stages.reversible import RECORD, Applied
+from vocab_adapters.stages.added_rows import RowWrites, resized, zero_rows
+from vocab_adapters.stages.reversible import EXACT, RECORD, Applied, ParamSwap, RevertInputs
 from vocabcore import VocabError
 
 __all__ = [
@@ -245,7 +244,9 @@ def prepare(
                     else:  # scalars: Adam's step is updated in place, so each side owns one
                         new_state[key] = value.clone() if isinstance(value, torch.Tensor) else value
                         kept[key] = value
-        entries.append(_Entry(swap, where[0], where[1], state, new_state))
+        offloaded = kept is not None and any(kept[k] is not v for k, v in (state or {}).items())
+        # Offloaded: the entry (for rollback) holds the CPU copies too, not the device tensors.
+        entries.append(_Entry(swap, where[0], where[1], kept if offloaded else state, new_state))
         held.append(kept)
     return PreparedOptimizer(optimizer, tuple(swaps), tuple(entries), tuple(held))
 
@@ -270,25 +271,48 @@ class AppliedOptimizer(Applied):
         held: tuple[State | None, ...],
     ) -> None:
         super().__init__(optimizer)
-        self._pending: PreparedRestore | None = None
         self.optimizer = optimizer
         self.swaps = swaps
         self._entries = entries
         self._held = held
 
+    def held_tensors(self) -> tuple[torch.Tensor, ...]:
+        """The full-size state held aside while reduced (on the CPU with ``offload="cpu"``)."""
+        return tuple(
+            value
+            for entry, held in zip(self._entries, self._held, strict=True)
+            for value in (held or {}).values()
+            if isinstance(value, torch.Tensor) and value.shape == entry.swap.full.shape
+        )
+
     def _check_revert(self) -> None:
         """Raise ``VocabError`` if a reduced parameter left the optimizer since apply."""
         _restore_positions(self.optimizer, [e.swap for e in self._entries], required=True)
 
-    def _prepare_revert(self) -> tuple[Callable[[], None], Callable[[], None]]:
+    def _prepare_revert(
+        self, inputs: RevertInputs
+    ) -> tuple[Callable[[], None], Callable[[], None]]:
         bases = {id(e.swap.full): held for e, held in zip(self._entries, self._held, strict=True)}
         swaps = [e.swap for e in self._entries]
-        restore = _prepare_restore(self.optimizer, swaps, bases, required=True)
-        self._pending = restore  # for keep_added
+        restore = _prepare_restore(self.optimizer, swaps, bases, required=True, inputs=inputs)
         return restore.commit, restore.undo
 
     def _rollback(self) -> None:
-        _swap_back(self.optimizer, self._entries, to_full=True)
+        entries = [  # offloaded state goes back to the parameter's device
+            attrs.evolve(e, old_state=_to_devices(e.old_state or {}, e.swap))
+            if _offloaded(e)
+            else e
+            for e in self._entries
+        ]
+        _swap_back(self.optimizer, entries, to_full=True)
+
+
+def _offloaded(entry: _Entry) -> bool:
+    device = entry.swap.reduced.device
+    return any(
+        isinstance(v, torch.Tensor) and v.shape == entry.swap.full.shape and v.device != device
+        for v in (entry.old_state or {}).values()
+    )
 
 
 def _swap_back(optimizer: Any, entries: Sequence[_Entry], *, to_full: bool) -> None:
@@ -332,15 +356,17 @@ def _prepare_restore(
     bases: dict[int, State | None],
     *,
     required: bool,
+    inputs: RevertInputs = EXACT,
 ) -> PreparedRestore:
     entries: list[_Entry] = []
+    writes: list[RowWrites] = []
     for swap, where in _restore_positions(optimizer, swaps, required=required):
         _check_bnb(optimizer, swap, False, where, "scattered back into the full-size state")
         state: State | None = optimizer.state.get(swap.reduced)
         base = bases.get(id(swap.full))
         new_state: State | None
         if not state:
-            new_state = None if base is None else _to_devices(base, swap)
+            new_state = None if base is None else _to_devices(base, swap, inputs)
         elif _unsplittable(state, swap.reduced.shape):
             warnings.warn(
                 f"{type(optimizer).__name__} keeps state "
@@ -351,37 +377,83 @@ def _prepare_restore(
             )
             new_state = None
         else:
-            new_state = _scatter(state, base or {}, swap)
+            new_state = _scatter(state, base or {}, swap, inputs, writes)
         entries.append(_Entry(swap, where[0], where[1], state, new_state))
-    return PreparedRestore(optimizer, tuple(swaps), tuple(entries))
+    return PreparedRestore(optimizer, tuple(swaps), tuple(entries), tuple(writes))
 
 
-def _to_devices(base: State, swap: ParamSwap) -> State:
-    """Held full-size state, moved back to the device of the parameter if it was offloaded."""
+def _to_devices(base: State, swap: ParamSwap, inputs: RevertInputs = EXACT) -> State:
+    """Held full-size state, moved back to the parameter's device (offloaded) and grown."""
     device = swap.reduced.device
-    return {
-        key: value.to(device)
-        if isinstance(value, torch.Tensor) and value.shape == swap.full.shape
-        else value
-        for key, value in base.items()
-    }
+    size = swap.full.shape[swap.dim]
+    final = inputs.final_size(size)
+    out: State = {}
+    for key, value in base.items():
+        if isinstance(value, torch.Tensor) and value.shape == swap.full.shape:
+            if final != size:
+                out[key] = resized(value, swap.dim, final, device=device)
+            else:
+                out[key] = value.to(device)
+        else:
+            out[key] = value
+    return out
 
 
-def _scatter(state: State, base: State, swap: ParamSwap) -> State:
-    """Full-size state: ``base`` (or zeros) with the reduced state's rows written in."""
+def _scatter(
+    state: State,
+    base: State,
+    swap: ParamSwap,
+    inputs: RevertInputs = EXACT,
+    deferred: list[RowWrites] | None = None,
+) -> State:
+    """Final full-size state: ``base`` (or zeros) with the reduced state's rows written in.
+
+    With ``inputs.added`` (keep_added) the added rows' trained state goes to the added ids,
+    growing the state as the parameter grows. A held tensor that can be reused as it is gets
+    its writes deferred (appended to ``deferred``, applied at install, undone exactly), so
+    nothing that a rollback restores is changed here; otherwise a fresh tensor is written.
+    """
     indices = _Indices(swap)
     full: State = {}
+    size = swap.full.shape[swap.dim]
+    final = inputs.final_size(size)
     with torch.no_grad():
         for key, value in state.items():
             if isinstance(value, torch.Tensor) and value.shape == swap.reduced.shape:
                 held = base.get(key)
-                if isinstance(held, torch.Tensor) and held.shape == swap.full.shape:
-                    target = held.to(device=value.device, dtype=value.dtype)
+                reuse = (
+                    isinstance(held, torch.Tensor)
+                    and held.shape == swap.full.shape
+                    and held.device == value.device
+                    and held.dtype == value.dtype
+                    and final == size
+                    and deferred is not None
+                )
+                if reuse:
+                    assert isinstance(held, torch.Tensor)
+                    writes = RowWrites(held, swap.dim, private=False)
+                elif isinstance(held, torch.Tensor) and held.shape == swap.full.shape:
+                    grown = resized(held, swap.dim, final, device=value.device, dtype=value.dtype)
+                    writes = RowWrites(grown, swap.dim, private=True)
                 else:
-                    target = value.new_zeros(swap.full.shape)
+                    shape = list(swap.full.shape)
+                    shape[swap.dim] = final
+                    writes = RowWrites(value.new_zeros(shape), swap.dim, private=True)
                 index = indices.on(value.device)
-                kept = value.narrow(swap.dim, 0, index.numel())  # added rows follow the kept
-                full[key] = target.index_copy_(swap.dim, index, kept)
+                n_kept = index.numel()
+                writes.add(index, value.narrow(swap.dim, 0, n_kept))  # added rows follow
+                extra = value.shape[swap.dim] - n_kept
+                if inputs.added and extra:
+                    if extra != inputs.added:
+                        raise VocabError(
+                            f"keep_added expects {inputs.added} added rows but the optimizer "
+                            f"state holds {extra}; revert with the plan that was applied"
+                        )
+                    at = torch.tensor(list(inputs.positions), dtype=torch.long, device=value.device)
+                    writes.add(at, value.narrow(swap.dim, n_kept, extra))
+                if not writes.private and deferred is not None:
+                    deferred.append(writes)
+                full[key] = writes.tensor
             else:
                 full[key] = value
     return full
@@ -394,14 +466,19 @@ class PreparedRestore:
     optimizer: Any
     swaps: tuple[ParamSwap, ...]
     _entries: tuple[_Entry, ...]
+    _writes: tuple[RowWrites, ...] = ()  # into held state, made at commit (undone by undo)
 
     def commit(self) -> None:
         """Point ``param_groups`` at the full parameters and install their full-size state."""
+        for writes in self._writes:
+            writes.apply()
         _swap_in(self.optimizer, self._entries, lambda e: e.swap.reduced, lambda e: e.swap.full)
 
     def undo(self) -> None:
         """Undo :meth:`commit`: the reduced parameters and their state back in the optimizer."""
         _swap_back(self.optimizer, self._entries, to_full=False)
+        for writes in reversed(self._writes):
+            writes.undo()
 
 
 def prepare_restore(optimizer: Any, swaps: Sequence[ParamSwap]) -> PreparedRestore:
@@ -425,7 +502,6 @@ class AttachedOptimizer(Applied):
 
     def __init__(self, optimizer: Any, swaps: tuple[ParamSwap, ...]) -> None:
         super().__init__(optimizer)
-        self._pending: PreparedRestore | None = None
         self.optimizer = optimizer
         self.swaps = swaps
 
@@ -434,9 +510,10 @@ class AttachedOptimizer(Applied):
         for swap, where in _restore_positions(self.optimizer, self.swaps, required=False):
             _check_bnb(self.optimizer, swap, False, where, "scattered back")
 
-    def _prepare_revert(self) -> tuple[Callable[[], None], Callable[[], None]]:
-        restore = prepare_restore(self.optimizer, self.swaps)
-        self._pending = restore  # for keep_added
+    def _prepare_revert(
+        self, inputs: RevertInputs
+    ) -> tuple[Callable[[], None], Callable[[], None]]:
+        restore = _prepare_restore(self.optimizer, self.swaps, {}, required=False, inputs=inputs)
         return restore.commit, restore.undo
 
     def _rollback(self) -> None:

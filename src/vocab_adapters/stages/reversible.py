@@ -7,7 +7,7 @@ Each adapter module (``fast_tokenizer``, ``slow_tokenizer``, ``embeddings``, ``c
                                                # state out of place; touch nothing
     Prepared.commit() -> Applied               # install it with plain assignments
 
-    Applied.prepare_revert() -> RevertStep     # validate, compute the full state (every
+    Applied.prepare_revert(inputs) -> RevertStep   # validate, compute the final state (every
                                                # allocation); touch nothing the user sees
     RevertStep.commit()                        # install it with plain assignments
     RevertStep.undo()                          # put the reduced state back (a later stage's
@@ -18,8 +18,18 @@ Each adapter module (``fast_tokenizer``, ``slow_tokenizer``, ``embeddings``, ``c
 An adapter subclasses :class:`Applied` and writes three hooks: ``_check_revert`` (raise
 ``VocabError`` when reverting would be unsafe), ``_prepare_revert`` (compute, then return the
 pair of assignments that install the full state and put the reduced one back) and
-``_rollback``. The skeleton (guards against a second revert, the record of applied targets,
-marking) lives here once. :func:`commit_all` runs a list of commits as one transaction: when
+``_rollback``.
+
+Each stage owns its final state. What one stage needs from another reaches it as plain data in
+a :class:`RevertInputs` (the trained shifts of the dropped rows, how many added tokens are
+kept, how many vocabulary rows there are afterwards), built once before any stage prepares.
+From that, each stage computes the complete final value of everything it owns; no stage
+writes into another stage's tensors, so the result does not depend on the order the stages
+prepare or install in. ``_prepare_revert`` never mutates anything that ``undo`` or
+``rollback`` needs: it computes out of place, or keeps exactly what installing overwrites.
+
+The skeleton (guards against a second revert, the record of applied targets, marking) lives
+here once. :func:`commit_all` runs a list of commits as one transaction: when
 one raises, the ones before it are undone in reverse order and the exception propagates.
 
 The record: every committed change registers its target object (:data:`RECORD`), so applying
@@ -32,19 +42,50 @@ from __future__ import annotations
 import abc
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+
+import attrs
 
 from vocabcore import VocabError
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 __all__ = [
+    "ParamSwap",
+    "EXACT",
     "RECORD",
     "Applied",
     "Prepared",
     "Record",
+    "RevertInputs",
     "RevertStep",
+    "RowShift",
     "commit_all",
     "revert_all",
 ]
+
+
+@attrs.frozen(eq=False)
+class ParamSwap:
+    """One full-size parameter and the reduced parameter that stands in for it.
+
+    Made by the embeddings stage; the optimizer and softmax stages receive it as plain data.
+
+    Attributes:
+        full: The original full-size parameter (kept aside while reduced, put back on revert).
+        reduced: The parameter installed in the model while reduced.
+        index: ``int64`` positions along ``dim`` of ``full`` that ``reduced`` holds, in order
+            (``reduced == full.index_select(dim, index)`` at apply time), on ``full``'s device.
+        dim: The vocabulary dimension (0 for embeddings, heads and 1-D biases).
+    """
+
+    full: nn.Parameter
+    reduced: nn.Parameter
+    index: torch.Tensor
+    dim: int = 0
+
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -119,6 +160,74 @@ class _Strong:
 RECORD = Record()
 
 
+@attrs.frozen(eq=False)
+class RowShift:
+    """Plain data: add ``delta`` to the slices ``rows`` (along dim 0) of the tensor ``target``.
+
+    The ``"shifted"`` softmax hands these to the stage that owns ``target`` (the embeddings).
+
+    Attributes:
+        target: The full-size tensor the shift belongs to (matched by identity, never written
+            by the stage that made the shift).
+        rows: ``int64`` positions in ``target`` (the dropped rows).
+        delta: The trained shift, broadcast over those rows (detached).
+    """
+
+    target: Any
+    rows: Any
+    delta: Any
+
+
+@attrs.frozen
+class RevertInputs:
+    """What every stage's ``prepare_revert`` is given: plain data, the same for all stages.
+
+    Attributes:
+        vocab_size: Ids of the full vocabulary (``plan.vocab_size``); kept added tokens take
+            ids ``vocab_size``, ``vocab_size + 1``, ...
+        added: How many added tokens are kept (``revert_plan(..., keep_added=True)``); 0 for
+            an exact revert.
+        rows: Vocabulary rows of the model before apply (may exceed ``vocab_size``: padding).
+        final_rows: Vocabulary rows after the revert: ``rows``, or more when the kept added
+            tokens do not fit in the padding rows.
+        shifts: Trained shifts of dropped rows (``softmax="shifted"``), for their owner.
+    """
+
+    vocab_size: int = 0
+    added: int = 0
+    rows: int = 0
+    final_rows: int = 0
+    shifts: tuple[RowShift, ...] = ()
+
+    @property
+    def keep_added(self) -> bool:
+        """Whether added tokens are kept (the vocabulary grows)."""
+        return self.added > 0
+
+    @property
+    def positions(self) -> range:
+        """Ids of the kept added tokens after the revert."""
+        return range(self.vocab_size, self.vocab_size + self.added)
+
+    def final_size(self, size: int) -> int:
+        """The size after revert of a vocabulary dimension that was ``size`` before apply.
+
+        Vocabulary-sized dimensions (``size == rows``) become ``final_rows``; any other size
+        (a per-layer table smaller than the vocabulary) stays.
+        """
+        if self.added and size == self.rows:
+            return max(size, self.final_rows)
+        return size
+
+    def shifts_for(self, target: Any) -> list[RowShift]:
+        """The shifts of ``target`` (by identity)."""
+        return [shift for shift in self.shifts if shift.target is target]
+
+
+EXACT = RevertInputs()
+"""Inputs of an exact revert: no added tokens kept, no shifts."""
+
+
 class Prepared(Protocol):
     """A validated change, computed out of place, not yet made."""
 
@@ -159,11 +268,15 @@ class Applied(abc.ABC):
         self._check_active()
         self._check_revert()
 
-    def prepare_revert(self) -> RevertStep:
-        """Validate and compute the full state; change nothing the user can see."""
+    def prepare_revert(self, inputs: RevertInputs = EXACT) -> RevertStep:
+        """Validate and compute the final state; change nothing a rollback or undo needs."""
         self.check_revert()
-        install, uninstall = self._prepare_revert()
+        install, uninstall = self._prepare_revert(inputs)
         return RevertStep(self, install, uninstall)
+
+    def held_tensors(self) -> tuple[Any, ...]:
+        """Full-size tensors this change keeps aside for revert (not used by the model)."""
+        return ()
 
     def revert(self) -> None:
         """Restore the full vocabulary, keeping what training changed."""
@@ -189,8 +302,10 @@ class Applied(abc.ABC):
         """Raise ``VocabError`` when the target changed in a way that makes revert unsafe."""
 
     @abc.abstractmethod
-    def _prepare_revert(self) -> tuple[Callable[[], None], Callable[[], None]]:
-        """Compute the full state; return (install it, put the reduced state back)."""
+    def _prepare_revert(
+        self, inputs: RevertInputs
+    ) -> tuple[Callable[[], None], Callable[[], None]]:
+        """Compute the final state; return (install it, put the reduced state back)."""
 
     @abc.abstractmethod
     def _rollback(self) -> None:
@@ -239,7 +354,7 @@ def commit_all(
     return [result for _, result in done]
 
 
-def revert_all(changes: Sequence[Applied]) -> None:
+def revert_all(changes: Sequence[Applied], inputs: RevertInputs = EXACT) -> None:
     """Revert ``changes`` all or nothing: check and compute all, then install all.
 
     Raises:
@@ -247,5 +362,5 @@ def revert_all(changes: Sequence[Applied]) -> None:
             revert unsafe; nothing is changed then. Any error while computing (out of memory)
             likewise leaves every target as it was, and revert can be retried.
     """
-    steps = [change.prepare_revert() for change in changes]
+    steps = [change.prepare_revert(inputs) for change in changes]
     commit_all(steps, RevertStep.commit, lambda step, _: step.undo())

@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from vocab_adapters.stages.reversible import RECORD, Applied
+from vocab_adapters.stages.reversible import RECORD, Applied, RevertInputs
 from vocab_adapters.tokenization.tokenizer_backend import (
     backend_of,
     check_size,
@@ -199,10 +199,10 @@ def close_plan(plan: VocabPlan, tokenizer: Any) -> VocabPlan:
     """``plan`` plus what ``tokenizer`` needs to encode exactly once reduced.
 
     Byte-level BPE: the byte alphabet (any text still encodes) and the merge closure
-    (:func:`~vocab_adapters.tokenization.bpe_closure.close_under_merges`). Sentencepiece: the
-    unknown piece, for Unigram the lowest-scoring normal piece (whose score sets the penalty of
-    unknown characters), for BPE the merge closure. Returns ``plan`` itself when nothing is missing
-    (always for WordPiece).
+    (:func:`vocab_adapters.tokenization.bpe_closure.close_under_merges`). Sentencepiece: the unknown
+    piece, for Unigram the lowest-scoring normal piece (whose score sets the penalty of unknown
+    characters), for BPE the merge closure. Returns ``plan`` itself when nothing is missing (always
+    for WordPiece).
     """
     if not isinstance(plan, VocabPlan):
         raise VocabError(f"'plan' must be a VocabPlan (got {type(plan).__name__})")
@@ -278,7 +278,7 @@ def _check_kept(plan: VocabPlan, tokenizer: Any, tokens: list[str | None]) -> No
             )
 
 
-# -- added tokens (see vocab_adapters.tokenization.added_tokens) ------------------------------
+# -- added tokens (see vocab_adapters.tokenization.added_tokens) ---------------------------------
 
 
 def slow_token_pieces(tokenizer: Any, tokens: Any) -> list[list[int]]:
@@ -561,13 +561,19 @@ class SlowTokenizerApplied(Applied):
     what = "tokenizer"
 
     def __init__(
-        self, tokenizer: Any, old: dict[str, Any], new: dict[str, Any], added: dict[int, Any]
+        self,
+        tokenizer: Any,
+        old: dict[str, Any],
+        new: dict[str, Any],
+        added: dict[int, Any],
+        plan: VocabPlan | None = None,
     ) -> None:
         super().__init__(tokenizer)
         self._tokenizer = tokenizer
         self._old = old
         self._new = new
         self._added = added
+        self.plan = plan
 
     def _check_revert(self) -> None:
         state = vars(self._tokenizer)
@@ -585,9 +591,47 @@ class SlowTokenizerApplied(Applied):
                 "tokenizer) instead of reverting"
             )
 
-    def _prepare_revert(self) -> tuple[Callable[[], None], Callable[[], None]]:
+    def _prepare_revert(
+        self, inputs: RevertInputs
+    ) -> tuple[Callable[[], None], Callable[[], None]]:
         state = vars(self._tokenizer)
+        plan = self.plan
+        if inputs.keep_added and plan is not None and plan.added:
+            return self._grown(plan, inputs)
         return (lambda: state.update(self._old), lambda: state.update(self._new))
+
+    def _grown(
+        self, plan: VocabPlan, inputs: RevertInputs
+    ) -> tuple[Callable[[], None], Callable[[], None]]:
+        """The original state plus the plan's added tokens at ids ``vocab_size ..``.
+
+        Computed here on a copy of the original (every check); installed by assignment.
+        """
+        if inputs.added != len(plan.added):
+            raise VocabError(
+                f"keep_added expects {inputs.added} added tokens but the plan applied to this "
+                f"tokenizer adds {len(plan.added)}; revert with the plan that was applied"
+            )
+        grow = VocabPlan.identity(plan.vocab_size).adding(plan.added)
+        clone = _shallow_copy(self._tokenizer)
+        clone.__dict__.update(self._old)
+        _check_keep_added(clone)
+        grown = prepare(grow, clone)._new
+        tokenizer = self._tokenizer
+        reduced = {name: vars(tokenizer)[name] for name in grown if name in vars(tokenizer)}
+
+        def install() -> None:
+            vars(tokenizer).update(self._old)
+            vars(tokenizer).update(grown)
+
+        def uninstall() -> None:
+            for name in grown:
+                if name not in reduced:
+                    vars(tokenizer).pop(name, None)
+            vars(tokenizer).update(reduced)
+            vars(tokenizer).update(self._new)
+
+        return install, uninstall
 
     def _rollback(self) -> None:
         vars(self._tokenizer).update(self._old)
@@ -596,17 +640,22 @@ class SlowTokenizerApplied(Applied):
 class SlowTokenizerPrepared:
     """A validated reduction of a slow tokenizer, computed out of place."""
 
-    def __init__(self, tokenizer: Any, new: dict[str, Any]) -> None:
+    def __init__(self, tokenizer: Any, new: dict[str, Any], plan: VocabPlan | None = None) -> None:
         self._tokenizer = tokenizer
         self._new = new
         self._old = {name: vars(tokenizer)[name] for name in new}
+        self.plan = plan
 
     def commit(self) -> SlowTokenizerApplied:
         """Install the reduced state with plain assignments and return its undo handle."""
         RECORD.check_free(self._tokenizer, "tokenizer")
         vars(self._tokenizer).update(self._new)
         return SlowTokenizerApplied(
-            self._tokenizer, self._old, self._new, dict(self._new["_added_tokens_decoder"])
+            self._tokenizer,
+            self._old,
+            self._new,
+            dict(self._new["_added_tokens_decoder"]),
+            self.plan,
         )
 
 
@@ -648,7 +697,7 @@ def prepare(plan: VocabPlan, tokenizer: Any) -> SlowTokenizerPrepared:
     clone = _shallow_copy(tokenizer)
     clone.__dict__.update(new)
     _verify(plan, tokenizer, clone, tokens)
-    return SlowTokenizerPrepared(tokenizer, new)
+    return SlowTokenizerPrepared(tokenizer, new, plan)
 
 
 def apply(plan: VocabPlan, tokenizer: Any) -> SlowTokenizerApplied:

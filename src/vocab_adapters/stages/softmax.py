@@ -10,7 +10,10 @@ How the standard loss path sees it:
 
 * When the model is called with ``labels`` (``model(input_ids, labels=...)``: the Hugging Face
   ``Trainer``, TRL's ``SFTTrainer``, a plain loop), the output layer returns ``new_size + 1``
-  columns: the kept rows' logits and, last, the log-sum-exp of the dropped rows' logits. For
+  columns inside the forward: the kept rows' logits and, last, the log-sum-exp of the dropped
+  rows' logits. The loss is computed over them; the caller gets ``new_size`` columns (the
+  model's forward returns ``logits[..., :new_size]``, a view), so the normaliser column never
+  leaves the model. For
   the duration of that call, ``config.vocab_size`` (and a ``vocab_size`` attribute of the
   model's modules equal to ``new_size``) reads ``new_size + 1`` so the model's own
   loss (``ForCausalLMLoss``, ``ForMaskedLMLoss``, the inline ``CrossEntropyLoss`` of older
@@ -50,7 +53,7 @@ import attrs
 import torch
 from torch import nn
 
-from vocab_adapters.stages.reversible import Applied
+from vocab_adapters.stages.reversible import Applied, RevertInputs, RowShift
 from vocabcore import VocabError, VocabPlan
 
 __all__ = ["AppliedSoftmax", "PreparedSoftmax", "SOFTMAX_MODES", "dropped_logsumexp", "prepare"]
@@ -148,13 +151,32 @@ class _Normaliser:
     shift: nn.Parameter | None
     shift_bias: nn.Parameter | None
     chunk: int
+    # Frozen data on other devices (the model moved after apply): moved once, the dropped
+    # rows as one contiguous tensor, then reused by every call.
+    _moved: dict[torch.device, tuple[torch.Tensor, torch.Tensor | None]] = attrs.field(
+        factory=dict, init=False
+    )
+
+    def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
+        """``(source, rows, bias)`` on ``device``; copied there at most once."""
+        if self.source.device == device:
+            return self.source, self.rows, self.bias
+        moved = self._moved.get(device)
+        if moved is None:
+            with torch.no_grad():
+                source = self.source
+                if self.rows is not None:
+                    source = source.index_select(0, self.rows.to(source.device))
+                bias = None if self.bias is None else self.bias.to(device)
+                moved = (source.to(device), bias)
+            self._moved.clear()  # one device at a time: the model is where it is now
+            self._moved[device] = moved
+        return moved[0], None, moved[1]
 
     def column(self, hidden: torch.Tensor) -> torch.Tensor:
         """The log-sum-exp of the dropped rows' logits for every position of ``hidden``."""
         flat = hidden.reshape(-1, hidden.shape[-1])
-        rows = None if self.rows is None else self.rows.to(flat.device)
-        bias = None if self.bias is None else self.bias.to(flat.device)
-        source = self.source.to(flat.device)
+        source, rows, bias = self.on(flat.device)
         lse: torch.Tensor = _DroppedLSE.apply(  # type: ignore[no-untyped-call]
             flat, source, rows, bias, self.count, self.chunk
         )
@@ -285,7 +307,8 @@ def _subclass(cls: type) -> type:
         if labels is None:
             return base_forward(self, *args, **kwargs)
         with state.labelled():
-            return base_forward(self, *args, **kwargs)
+            output = base_forward(self, *args, **kwargs)
+        return _without_column(output, state.new_size)
 
     forward.__doc__ = base_forward.__doc__
     forward.__wrapped__ = base_forward  # type: ignore[attr-defined]
@@ -299,6 +322,33 @@ def _subclass(cls: type) -> type:
     sub = type(cls.__name__, (cls,), namespace)
     _SUBCLASSES[cls] = sub
     return sub
+
+
+def _without_column(output: Any, new_size: int) -> Any:
+    """``output`` with its logits cut to ``new_size`` columns (the normaliser column goes).
+
+    The loss was computed over ``new_size + 1`` columns inside the forward; the caller gets
+    the kept ids' logits only, so ``argmax`` never returns the nonexistent id ``new_size``.
+    Handles ``ModelOutput`` (``return_dict=True``) and tuples (``return_dict=False``).
+    """
+
+    def cut(value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[-1] == new_size + 1:
+            return value[..., :new_size]
+        return value
+
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        output.logits = cut(logits)
+        return output
+    if isinstance(output, tuple):
+        items = list(output)
+        for k, value in enumerate(items):
+            if isinstance(value, torch.Tensor) and value.dim() >= 2 and cut(value) is not value:
+                items[k] = cut(value)
+                break
+        return type(output)(items) if type(output) is tuple else output
+    return output
 
 
 def _install_class(model: nn.Module, cls: type) -> None:
@@ -320,9 +370,9 @@ def _refuse_post_head_transforms(model: nn.Module) -> None:
     config = getattr(model, "config", None)
     if config is None:
         return
-    from vocab_adapters.stages.config import _owners
+    from vocab_adapters.stages.config_tree import config_owners
 
-    for path, owner in _owners("config", config, set()):
+    for path, owner in config_owners(config):
         values = vars(owner)
         problems = []
         if values.get("final_logit_softcapping") is not None:
@@ -461,43 +511,31 @@ class AppliedSoftmax(Applied):
             return None, None
         return state.normaliser.shift, state.normaliser.shift_bias
 
-    def _prepare_revert(self) -> tuple[Callable[[], None], Callable[[], None]]:
-        """Remove the machinery; ``"shifted"`` writes ``row + shift`` into the dropped rows.
+    def row_shifts(self) -> tuple[RowShift, ...]:
+        """The trained shifts of the dropped rows, as plain data for the embeddings stage.
 
-        The new rows (and the original ones, to undo) are computed here on the device the
-        model is on now; installing writes them into the full parameters after the embeddings
-        stage has put those back (it installs before this stage, see ``session.STAGES``).
+        One :class:`~vocab_adapters.stages.reversible.RowShift` per full parameter that
+        ``"shifted"`` moves (the output weight, and its bias when that is trained); none for
+        ``"full"``, and none while the shifts are zero (so apply -> revert untrained is
+        bit-identical). The embeddings stage writes ``row + shift`` into the dropped rows on revert.
         """
         prepared = self._prepared
         shift, shift_bias = self._shifts()
         dropped = prepared._dropped
-        writes: list[tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        with torch.no_grad():
-            # A zero shift writes nothing, so apply -> revert untrained is bit-identical.
-            for full, delta in ((prepared._full_weight, shift), (prepared._full_bias, shift_bias)):
-                if full is None or delta is None or dropped is None:
-                    continue
-                if not bool((delta != 0).any()):
-                    continue
-                device = delta.device
-                index = dropped.to(device)
-                rows = full.data.index_select(0, dropped.to(full.device)).to(device)
-                writes.append((full, index, rows + delta.detach().to(rows), rows))
+        out: list[RowShift] = []
+        if dropped is None:
+            return ()
+        for full, delta in ((prepared._full_weight, shift), (prepared._full_bias, shift_bias)):
+            if full is None or delta is None or not bool((delta != 0).any()):
+                continue
+            out.append(RowShift(full, dropped, delta.detach().clone()))
+        return tuple(out)
 
-        def write(new: bool) -> None:
-            with torch.no_grad():
-                for full, index, values, original in writes:
-                    full.data.index_copy_(0, index, values if new else original)
-
-        def install() -> None:
-            self._uninstall()
-            write(True)
-
-        def uninstall() -> None:
-            write(False)
-            self._install()
-
-        return install, uninstall
+    def _prepare_revert(
+        self, inputs: RevertInputs
+    ) -> tuple[Callable[[], None], Callable[[], None]]:
+        """Remove the machinery (the shifts reach the embeddings stage as :meth:`row_shifts`)."""
+        return self._uninstall, self._install
 
     def _rollback(self) -> None:
         self._uninstall()
@@ -515,9 +553,9 @@ def prepare(
     """Validate and compute the full-softmax machinery for ``model``; change nothing.
 
     Runs after :func:`vocab_adapters.stages.embeddings.prepare` (it needs its ``swaps``: which full
-    parameter is the output layer's weight and bias, and the kept index) and is committed after
-    the embeddings and config stages. On revert it goes after the embeddings stage (the full
-    parameters are back in the model by then; ``"shifted"`` writes the dropped rows into them).
+    parameter is the output layer's weight and bias, and the kept index). On revert it only
+    removes its machinery; ``"shifted"`` hands its trained shifts to the embeddings stage as
+    plain data (:meth:`AppliedSoftmax.row_shifts`), which writes them into the rows it owns.
 
     Args:
         plan: The plan being applied.
@@ -591,9 +629,9 @@ def prepare(
         modules = [m for m in model.modules() if m.__dict__.get("vocab_size") == plan.new_size]
         if config is None:
             return modules
-        from vocab_adapters.stages.config import _owners
+        from vocab_adapters.stages.config_tree import config_owners
 
-        return [owner for _, owner in _owners("config", config, set())] + modules
+        return [owner for _, owner in config_owners(config)] + modules
 
     state = _State(
         normaliser,

@@ -33,10 +33,12 @@ if TYPE_CHECKING:
         plan_from_texts,
     )
     from vocab_adapters.tokenizer_backend import fingerprint
+    from vocab_adapters.trainer import VocabReductionCallback
 
 __all__ = [
     "AppliedPlan",
     "CoverageReport",
+    "VocabReductionCallback",
     "apply_plan",
     "coverage",
     "count_tokens",
@@ -70,6 +72,7 @@ _HOMES = {
     "CoverageReport": "coverage_report",
     "suggest_tokens": "suggest",
     "reduce_vocab_plugin": "flair_plugin",
+    "VocabReductionCallback": "trainer",
 }
 
 

@@ -20,10 +20,16 @@ object only: the full vocabulary is restored the moment a save begins, and the T
 writes the full model, the full tokenizer, and the optimizer's full-size state
 (``optimizer.pt``, so ``resume_from_checkpoint`` works), and the plan is applied again in
 ``on_save``, once the checkpoint is complete, unless training is over. No prediction of when
-the Trainer will save is needed. ``load_best_model_at_end`` loads a full checkpoint into the
-model: a ``load_state_dict`` pre-hook on the model restores the full vocabulary first. Both
-hooks are removed when training ends; ``trainer.save_model()`` afterwards writes the full model
-as it is.
+the Trainer will save is needed. (A save of the model by other code while training, outside
+the Trainer's checkpoints, restores the full vocabulary too, and training then goes on at the
+full vocabulary until the next checkpoint.) ``load_best_model_at_end`` loads a full
+checkpoint into the model: a ``load_state_dict`` pre-hook on the model restores the full
+vocabulary first. Both hooks are removed when training ends; ``trainer.save_model()``
+afterwards writes the full model as it is.
+
+Memory: re-applying after a checkpoint hands ``apply_plan`` an optimizer that has state, so its
+full-size state is held aside (with the full-size parameters) until the next checkpoint; on the
+CPU with ``offload="cpu"``. ``memory_estimate(...).reduced.held_bytes`` counts it.
 
 Datasets tokenized with the full tokenizer work unchanged: the wrapped collator maps ids to the
 reduced vocabulary while the plan is in force, and leaves them alone otherwise. A collator that
@@ -50,6 +56,12 @@ def _unwrap_optimizer(optimizer: Any) -> Any:
     # accelerate's AcceleratedOptimizer keeps the torch optimizer in `.optimizer`.
     inner = getattr(optimizer, "optimizer", None)
     return inner if inner is not None and hasattr(inner, "param_groups") else optimizer
+
+
+def _fits(value: Any, parameter: Any) -> bool:
+    """Whether an optimizer state entry can belong to ``parameter`` (scalars always can)."""
+    shape = getattr(value, "shape", None)
+    return shape is None or len(shape) == 0 or shape == parameter.shape
 
 
 def _grown_plan(plan: VocabPlan, tokenizer: Any) -> VocabPlan:
@@ -182,11 +194,7 @@ class VocabReductionCallback(TrainerCallback):
             group["params"].append(parameter)
             self._extra.append((group, parameter))
             state = states[i] if i < len(states) else None
-            if state and all(
-                getattr(v, "shape", parameter.shape) == parameter.shape
-                for v in state.values()
-                if getattr(v, "dim", lambda: 0)() > 0
-            ):
+            if state and all(_fits(value, parameter) for value in state.values()):
                 optimizer.state[parameter] = state
         self._extra_state = []
 

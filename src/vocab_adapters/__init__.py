@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from vocab_adapters.export import export_reduced
     from vocab_adapters.integrations.flair_plugin import reduce_vocab_plugin
+    from vocab_adapters.integrations.trainer import VocabReductionCallback
     from vocab_adapters.planning.suggest import suggest_tokens
     from vocab_adapters.planning.texts import (
         count_tokens,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AppliedPlan",
     "CoverageReport",
+    "VocabReductionCallback",
     "apply_plan",
     "coverage",
     "count_tokens",
@@ -83,6 +85,7 @@ _HOMES = {
     "CoverageReport": "reports.coverage_report",
     "suggest_tokens": "planning.suggest",
     "reduce_vocab_plugin": "integrations.flair_plugin",
+    "VocabReductionCallback": "integrations.trainer",
 }
 
 

@@ -173,6 +173,7 @@ def _memory_stats(args: argparse.Namespace, plan: VocabPlan) -> tuple[dict[str, 
         "activation_bytes_after": reduced.activation_bytes,
         "peak_bytes_before": full.peak_bytes,
         "peak_bytes_after": reduced.peak_bytes,
+        "held_bytes_after": reduced.held_bytes,
     }
     return stats, est
 
@@ -183,6 +184,7 @@ def _memory_table(est: Any) -> list[str]:
         ("gradients", "gradient_bytes"),
         ("optimizer state", "optimizer_state_bytes"),
         ("logits (fp32)", "logits_bytes"),
+        ("held for revert", "held_bytes"),
         ("total", "total_bytes"),
         ("loss workspace", "loss_bytes"),
         ("activations", "activation_bytes"),

@@ -58,6 +58,9 @@ def test_stats_json_has_the_memory_keys(
     for key in ("loss_bytes", "activation_bytes", "peak_bytes"):
         assert stats[f"{key}_before"] == getattr(est.full, key)
         assert stats[f"{key}_after"] == getattr(est.reduced, key)
+    # the full float32 embedding and head held for revert, and the optimizer's full-size state
+    # of them (8-bit state can't be split by token: these keep 32-bit state, 2 x fp32)
+    assert stats["held_bytes_after"] == est.reduced.held_bytes == 2 * VOCAB * 32 * (4 + 8)
     assert stats["activation_bytes_before"] > 0  # a Llama: the layers are known
     assert stats["peak_bytes_after"] < stats["peak_bytes_before"]
     removed = (VOCAB - plan.new_size) * 32 * 2  # untied: embedding and head
@@ -78,7 +81,7 @@ def test_stats_defaults_and_table(
     assert "batch 1 x seq 64, adamw" in out
     for label in ("full", "reduced", "saved", "gradients", "optimizer state", "logits", "total"):
         assert label in out
-    for label in ("loss workspace", "activations", "peak of a step"):
+    for label in ("loss workspace", "activations", "peak of a step", "held for revert"):
         assert label in out
 
 

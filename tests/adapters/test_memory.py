@@ -114,7 +114,8 @@ def one_step(model: Any, optimizer_name: str, ids: torch.Tensor) -> dict[str, in
 def figures(estimate: Any) -> dict[str, int]:
     result: dict[str, int] = estimate.as_dict()
     # loss, activations and peak: tests/adapters/test_memory_activations.py
-    for key in ("total_bytes", "loss_bytes", "activation_bytes", "peak_bytes"):
+    # held_bytes: test_held_bytes_are_what_the_applied_plan_holds
+    for key in ("total_bytes", "loss_bytes", "activation_bytes", "peak_bytes", "held_bytes"):
         del result[key]
     return result
 
@@ -138,7 +139,10 @@ def test_estimate_equals_one_real_step(kind: str, optimizer: str) -> None:
     assert figures(est.reduced) == one_step(reduced_model, optimizer, small_ids)
     byte_fields = ("parameter_bytes", "gradient_bytes", "optimizer_state_bytes", "logits_bytes")
     assert est.full.total_bytes == sum(getattr(est.full, name) for name in byte_fields)
-    assert est.saved_bytes == est.full.total_bytes - est.reduced.total_bytes > 0
+    assert est.full.held_bytes == 0
+    held = est.reduced.held_bytes
+    assert est.reduced.total_bytes == sum(getattr(est.reduced, n) for n in byte_fields) + held
+    assert est.saved_bytes == est.full.total_bytes - est.reduced.total_bytes
 
 
 def test_lora_counts_only_adapters_as_trainable() -> None:
@@ -258,3 +262,137 @@ def test_estimate_is_frozen_and_reduced_is_none_without_plan() -> None:
     assert isinstance(est, MemoryEstimate) and est.reduced is None and est.saved_bytes == 0
     with pytest.raises(AttributeError):
         est.full.parameters = 1  # type: ignore[misc]
+
+
+# -- held_bytes: what the applied plan keeps besides the reduced model ---------------------------
+
+
+def _held_tensors(root: Any, exclude: set[int]) -> dict[int, torch.Tensor]:
+    """Floating tensors (not scalars) reachable from ``root`` through vocab_adapters objects.
+
+    Models, optimizers and tokenizers are not entered; tensors whose storage ``exclude``
+    names (the live model's and optimizer's) are left out; each storage counts once.
+    """
+    found: dict[int, torch.Tensor] = {}
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            storage = obj.untyped_storage()
+            if obj.is_floating_point() and obj.dim() > 0 and storage.data_ptr() not in exclude:
+                found.setdefault(storage.data_ptr(), obj)
+            continue
+        if isinstance(obj, (torch.nn.Module, torch.optim.Optimizer)):
+            continue
+        if isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack.extend(obj)
+        elif callable(obj) and getattr(obj, "__closure__", None):
+            stack.extend(cell.cell_contents for cell in obj.__closure__ or () if cell_full(cell))
+        elif type(obj).__module__.startswith("vocab_adapters"):
+            stack.extend(vars(obj).values() if hasattr(obj, "__dict__") else ())
+            for name in getattr(type(obj), "__slots__", ()):
+                if hasattr(obj, name):
+                    stack.append(getattr(obj, name))
+    return found
+
+
+def cell_full(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018
+    except ValueError:
+        return False
+    return True
+
+
+def _live_storages(model: Any, optimizer: Any) -> set[int]:
+    live = {t.untyped_storage().data_ptr() for t in model.state_dict(keep_vars=True).values()}
+    live |= {p.untyped_storage().data_ptr() for p in model.parameters()}
+    if optimizer is not None:
+        for state in optimizer.state.values():
+            for value in state.values():
+                if isinstance(value, torch.Tensor):
+                    live.add(value.untyped_storage().data_ptr())
+    return live
+
+
+HELD_MODELS = ("tied", "untied", "padded", "bert-mlm", "bart-cg")
+
+
+def _held_model(kind: str) -> tuple[Any, VocabPlan]:
+    if kind in ("bert-mlm", "bart-cg"):
+        from fixtures.models import build_tiny_model
+
+        tiny = build_tiny_model(kind)
+        kept = sorted({0, 1, 2, 3, *range(4, tiny.vocab_size, 3)})
+        return tiny.model, VocabPlan.from_ids([kept], vocab_size=tiny.vocab_size)
+    return build(kind), plan()
+
+
+def _stepped_optimizer(model: Any, name: str) -> torch.optim.Optimizer:
+    optimizer = make_optimizer(name, [p for p in model.parameters() if p.requires_grad])
+    ids = torch.randint(0, 100, (BATCH, SEQ), generator=torch.Generator().manual_seed(0))
+    inputs = {"input_ids": ids, "labels": ids}
+    if getattr(model.config, "is_encoder_decoder", False):
+        inputs["decoder_input_ids"] = ids
+    model(**inputs).loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return optimizer
+
+
+@pytest.mark.parametrize("softmax", ["reduced", "full", "shifted"])
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd-momentum", "sgd"])
+@pytest.mark.parametrize("kind", HELD_MODELS)
+def test_held_bytes_are_what_the_applied_plan_holds(
+    kind: str, optimizer: str, softmax: str
+) -> None:
+    model, the_plan = _held_model(kind)
+    est = memory_estimate(model, the_plan, optimizer=optimizer, softmax=softmax)
+    assert est.reduced is not None and est.full.held_bytes == 0
+    # an optimizer with state when the plan is applied (resuming; the Trainer callback after
+    # a checkpoint): its full-size state is held too
+    live_optimizer = _stepped_optimizer(model, optimizer)
+    applied = apply_plan(the_plan, model=model, optimizer=live_optimizer, softmax=softmax)
+    held = _held_tensors(applied, _live_storages(model, live_optimizer))
+    assert est.reduced.held_bytes == sum(t.nbytes for t in held.values())
+    # the held full parameters are the ones the swaps name
+    fulls = {swap.full.untyped_storage().data_ptr() for swap in applied.swaps}
+    assert fulls <= held.keys()
+    assert est.reduced.total_bytes - est.reduced.held_bytes == sum(
+        getattr(est.reduced, n)
+        for n in ("parameter_bytes", "gradient_bytes", "optimizer_state_bytes", "logits_bytes")
+    )
+    assert est.reduced.peak_bytes > est.reduced.held_bytes
+
+
+def test_held_bytes_without_optimizer_state_and_with_offload() -> None:
+    model, the_plan = _held_model("untied")
+    est = memory_estimate(model, the_plan, optimizer="sgd")  # no optimizer state
+    applied = apply_plan(the_plan, model=model)  # an optimizer is created after apply
+    held = _held_tensors(applied, _live_storages(model, None))
+    assert est.reduced is not None
+    assert est.reduced.held_bytes == sum(t.nbytes for t in held.values()) > 0
+    # On a CPU model the held tensors are on the model's device whatever offload says.
+    cpu = memory_estimate(build("untied"), the_plan, offload="cpu")
+    assert cpu.reduced == memory_estimate(build("untied"), the_plan).reduced
+    # A config is taken to train on an accelerator: offloaded, nothing full-size stays there,
+    # except the normaliser's copy of the dropped rows for softmax="full"/"shifted".
+    config = llama_config(tie_word_embeddings=False)
+    on_device = memory_estimate(config, the_plan).reduced
+    offloaded = memory_estimate(config, the_plan, offload="cpu").reduced
+    assert on_device is not None and offloaded is not None
+    assert on_device.held_bytes > 0 and offloaded.held_bytes == 0
+    assert on_device.total_bytes - offloaded.total_bytes == on_device.held_bytes
+    assert on_device.peak_bytes - offloaded.peak_bytes == on_device.held_bytes
+    full = memory_estimate(config, the_plan, offload="cpu", softmax="full").reduced
+    assert full is not None
+    dropped = VOCAB - the_plan.new_size
+    assert full.held_bytes == dropped * 64 * 4  # hidden 64, float32; no output bias
+    with pytest.raises(VocabError, match="'offload'"):
+        memory_estimate(config, the_plan, offload="disk")

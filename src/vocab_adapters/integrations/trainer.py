@@ -10,8 +10,27 @@ No Trainer subclass is needed::
 ``callback.train(trainer)`` is ``trainer.train()`` plus a guarantee: the full vocabulary is back
 when it returns *or raises* (the Trainer calls ``on_train_end`` only when training succeeds).
 The plan is applied when training begins (the Trainer has built its optimizer by then; its
-parameters are swapped for the reduced ones), the full vocabulary is restored before every
-checkpoint is written and re-applied right after, and restored for good when training ends.
+parameters are swapped for the reduced ones, and with ``softmax="shifted"`` the shift is added
+to it). Evaluation during training sees the reduced model.
+
+Full checkpoints. Every checkpoint the Trainer writes goes through the model's
+``save_pretrained`` (``save_strategy`` ``"steps"``, ``"epoch"``, ``"best"``, the save at the end
+of training), so while training the callback puts a wrapper in front of it, on the model
+object only: the full vocabulary is restored the moment a save begins, and the Trainer then
+writes the full model, the full tokenizer, and the optimizer's full-size state
+(``optimizer.pt``, so ``resume_from_checkpoint`` works), and the plan is applied again in
+``on_save``, once the checkpoint is complete, unless training is over. No prediction of when
+the Trainer will save is needed. (A save of the model by other code while training, outside
+the Trainer's checkpoints, restores the full vocabulary too, and training then goes on at the
+full vocabulary until the next checkpoint.) ``load_best_model_at_end`` loads a full
+checkpoint into the model: a ``load_state_dict`` pre-hook on the model restores the full
+vocabulary first. Both hooks are removed when training ends; ``trainer.save_model()``
+afterwards writes the full model as it is.
+
+Memory: re-applying after a checkpoint hands ``apply_plan`` an optimizer that has state, so its
+full-size state is held aside (with the full-size parameters) until the next checkpoint; on the
+CPU with ``offload="cpu"``. ``memory_estimate(...).reduced.held_bytes`` counts it.
+
 Datasets tokenized with the full tokenizer work unchanged: the wrapped collator maps ids to the
 reduced vocabulary while the plan is in force, and leaves them alone otherwise. A collator that
 stored a token id when it was built (TRL's ``DataCollatorForLanguageModeling`` keeps
@@ -39,16 +58,58 @@ def _unwrap_optimizer(optimizer: Any) -> Any:
     return inner if inner is not None and hasattr(inner, "param_groups") else optimizer
 
 
+def _fits(value: Any, parameter: Any) -> bool:
+    """Whether an optimizer state entry can belong to ``parameter`` (scalars always can)."""
+    shape = getattr(value, "shape", None)
+    return shape is None or len(shape) == 0 or shape == parameter.shape
+
+
+def _grown_plan(plan: VocabPlan, tokenizer: Any) -> VocabPlan:
+    """The plan over the vocabulary ``revert_plan(..., keep_added=True)`` leaves.
+
+    The added tokens are ordinary ids ``plan.vocab_size`` upward then; keeping them after the
+    kept ids gives the same reduced numbering (kept ids in order, then the added tokens).
+    """
+    size = plan.vocab_size + len(plan.added)
+    fingerprint = None
+    if tokenizer is not None and plan.fingerprint is not None:
+        from vocab_adapters.tokenization.tokenizer_backend import fingerprint as fingerprint_of
+
+        fingerprint = fingerprint_of(tokenizer)
+    kept = (*plan.kept, *range(plan.vocab_size, size))
+    return VocabPlan(size, kept, fingerprint, plan.metadata)
+
+
 class VocabReductionCallback(TrainerCallback):
     """Keep a ``Trainer``'s model reduced to ``plan`` while it trains.
 
     Args:
         plan: The plan (from :func:`vocab_adapters.plan_from_texts` or ``VocabPlan.load``).
-        tokenizer: The tokenizer to reduce alongside the model (optional).
+        tokenizer: The tokenizer to reduce alongside the model (optional); give the
+            Trainer's ``processing_class`` so that checkpoints hold the full tokenizer.
         full_checkpoints: Restore the full vocabulary around every checkpoint save, so saved
-            checkpoints are full-vocabulary models (default). With ``False`` checkpoints are
-            saved reduced: keep the plan beside them to restore later.
-        offload: ``"cpu"`` to hold the full-size embedding rows on the CPU while reduced.
+            checkpoints (model, tokenizer, optimizer state) are full-vocabulary (default).
+            With ``False`` checkpoints are saved reduced: keep the plan beside them to restore
+            later.
+        offload: ``"cpu"`` to hold the full-size tensors on the CPU while reduced.
+        softmax: As in :func:`vocab_adapters.apply_plan`. With ``"shifted"`` the shift vector
+            (and scalar) join the Trainer's optimizer, in a group without weight decay if it
+            has one (else the output layer's group), so they follow its learning-rate
+            schedule; each checkpoint folds the shift into the dropped rows as a revert does,
+            and the shift's optimizer state carries over to the next one. (It is not part of
+            ``optimizer.pt``, so a resumed run starts the shift's state afresh.)
+        keep_added: For a plan that adds tokens: the model ends training with the full
+            vocabulary plus the added tokens, at ids ``len(tokenizer)`` upward, as
+            ``revert_plan(applied, keep_added=True)`` leaves it. Checkpoints are written the
+            same way (the full vocabulary plus the trained added tokens), and training goes on
+            with the same reduced numbering. With ``False`` the added tokens exist only while
+            reduced: each full checkpoint drops them, and they start again from the mean of
+            their pieces after it; use ``True`` (or ``full_checkpoints=False``) to train them
+            across checkpoints.
+
+    Attributes:
+        applied: The :class:`~vocab_adapters.AppliedPlan` of the latest apply (``None``
+            before training begins).
     """
 
     def __init__(
@@ -58,15 +119,33 @@ class VocabReductionCallback(TrainerCallback):
         *,
         full_checkpoints: bool = True,
         offload: str | None = None,
+        softmax: str = "reduced",
+        keep_added: bool = False,
     ) -> None:
+        from vocab_adapters.stages.softmax import check_mode
+
         if not isinstance(plan, VocabPlan):
             raise VocabError(f"'plan' must be a VocabPlan (got {type(plan).__name__})")
+        if offload not in (None, "cpu"):
+            raise VocabError(f"'offload' must be None or 'cpu' (got {offload!r})")
+        check_mode(softmax)
+        for name, value in (("full_checkpoints", full_checkpoints), ("keep_added", keep_added)):
+            if not isinstance(value, bool):
+                raise VocabError(f"{name!r} must be True or False (got {value!r})")
         self.plan = plan
         self.tokenizer = tokenizer
         self.full_checkpoints = full_checkpoints
         self.offload = offload
+        self.softmax = softmax
+        self.keep_added = keep_added
         self.applied: AppliedPlan | None = None
+        self._next_plan = plan  # after a keep_added checkpoint: the plan over the grown vocab
         self._table: Any = None
+        self._model: Any = None
+        self._load_hook: Any = None
+        self._patched = False
+        self._extra: list[tuple[Any, Any]] = []  # (optimizer group, parameter) added by apply
+        self._extra_state: list[Any] = []  # their optimizer state, for the next apply
         # Read now, while the tokenizer is still full: its ids are old ids.
         self._unk_old: int | None = getattr(tokenizer, "unk_token_id", None)
 
@@ -75,24 +154,127 @@ class VocabReductionCallback(TrainerCallback):
         """Whether the plan is in force right now."""
         return self.applied is not None and self.applied.active
 
+    # -- apply and revert -------------------------------------------------------------------
+
     def _apply(self, model: Any, optimizer: Any) -> None:
         if self.active:
             return
+        torch_optimizer = _unwrap_optimizer(optimizer) if optimizer is not None else None
+        before = {id(p) for p in model.parameters()}
         self.applied = apply_plan(
-            self.plan,
+            self._next_plan,
             model=model,
             tokenizer=self.tokenizer,
-            optimizer=_unwrap_optimizer(optimizer) if optimizer is not None else None,
+            optimizer=torch_optimizer,
             offload=self.offload,
+            softmax=self.softmax,
         )
+        if torch_optimizer is not None:
+            self._add_new_parameters(model, torch_optimizer, before)
+
+    def _add_new_parameters(self, model: Any, optimizer: Any, before: set[int]) -> None:
+        """Put trainable parameters that apply created (the softmax shift) in the optimizer.
+
+        Only when the optimizer trains the output layer. Their state from the previous apply
+        (the shift of the last checkpoint interval) carries over: the shift was folded into
+        the dropped rows, so the new one continues where it left off.
+        """
+        held = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+        new = [p for p in model.parameters() if p.requires_grad and id(p) not in before]
+        extra = [p for p in new if id(p) not in held]
+        get_output = getattr(model, "get_output_embeddings", None)
+        head = get_output() if callable(get_output) else None
+        head_group = held.get(id(getattr(head, "weight", None)))
+        if not extra or head_group is None:
+            return
+        no_decay = [g for g in optimizer.param_groups if not g.get("weight_decay", 0.0)]
+        group = no_decay[0] if no_decay else head_group
+        states = self._extra_state
+        for i, parameter in enumerate(extra):
+            group["params"].append(parameter)
+            self._extra.append((group, parameter))
+            state = states[i] if i < len(states) else None
+            if state and all(_fits(value, parameter) for value in state.values()):
+                optimizer.state[parameter] = state
+        self._extra_state = []
+
+    def _remove_new_parameters(self) -> None:
+        optimizer = self.applied.optimizer if self.applied is not None else None
+        states: list[Any] = []
+        for group, parameter in self._extra:
+            group["params"][:] = [p for p in group["params"] if p is not parameter]
+            if optimizer is not None:
+                states.append(optimizer.state.pop(parameter, None))
+        self._extra = []
+        self._extra_state = states
 
     def _revert(self) -> None:
-        if self.applied is not None and self.applied.active:
-            revert_plan(self.applied)
+        if self.applied is None or not self.applied.active:
+            return
+        extra = list(self._extra)
+        self._remove_new_parameters()
+        plan = self.applied.plan
+        try:
+            revert_plan(self.applied, keep_added=self.keep_added)
+        except BaseException:  # the plan stays in force: so do the added parameters
+            optimizer = self.applied.optimizer
+            for (group, parameter), state in zip(extra, self._extra_state, strict=True):
+                group["params"].append(parameter)
+                if state is not None and optimizer is not None:
+                    optimizer.state[parameter] = state
+            self._extra, self._extra_state = extra, []
+            raise
+        if self.keep_added and plan.added:
+            self._next_plan = _grown_plan(plan, self.tokenizer)
 
     def restore(self) -> None:
         """Restore the full vocabulary now if the plan is in force (else do nothing)."""
         self._revert()
+
+    # -- the hooks that make every save full and every load safe ----------------------------
+
+    def _install_hooks(self, model: Any) -> None:
+        if not self.full_checkpoints or self._model is not None:
+            return
+        self._model = model
+        previous = vars(model).get("save_pretrained")
+
+        def save_pretrained(*args: Any, **kwargs: Any) -> Any:
+            # Restore before anything is written (config, weights, then the Trainer's
+            # tokenizer and optimizer state); on_save applies the plan again.
+            self._revert()
+            if previous is not None:
+                return previous(*args, **kwargs)
+            return type(model).save_pretrained(model, *args, **kwargs)
+
+        save_pretrained.__wrapped__ = previous  # type: ignore[attr-defined]
+        model.__dict__["save_pretrained"] = save_pretrained
+        self._patched = True
+
+        def before_load(*args: Any, **kwargs: Any) -> None:
+            self._revert()  # a full checkpoint is loaded into the full model
+
+        self._load_hook = model.register_load_state_dict_pre_hook(before_load)
+
+    def _remove_hooks(self) -> None:
+        model, self._model = self._model, None
+        if model is None:
+            return
+        if self._load_hook is not None:
+            self._load_hook.remove()
+            self._load_hook = None
+        if self._patched:
+            wrapper = model.__dict__.pop("save_pretrained", None)
+            previous = getattr(wrapper, "__wrapped__", None)
+            if previous is not None:
+                model.__dict__["save_pretrained"] = previous
+            self._patched = False
+
+    def _finish(self) -> None:
+        try:
+            self._revert()
+        finally:
+            self._remove_hooks()
 
     def train(self, trainer: Any, *args: Any, **kwargs: Any) -> Any:
         """``trainer.train(...)``; the full vocabulary is back when it returns or raises.
@@ -104,25 +286,27 @@ class VocabReductionCallback(TrainerCallback):
         try:
             return trainer.train(*args, **kwargs)
         finally:
-            self._revert()
+            self._finish()
+
+    # -- TrainerCallback events -------------------------------------------------------------
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Apply the plan to the model, tokenizer and the Trainer's optimizer."""
-        self._apply(kwargs["model"], kwargs.get("optimizer"))
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        """Restore the full vocabulary when a checkpoint is about to be written."""
-        if self.full_checkpoints and getattr(control, "should_save", False):
-            self._revert()
+        model = kwargs["model"]
+        self._apply(model, kwargs.get("optimizer"))
+        self._install_hooks(model)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Reduce again once the checkpoint is written, unless training is over."""
-        if self.full_checkpoints and not self.active and state.global_step < state.max_steps:
-            self._apply(kwargs["model"], kwargs.get("optimizer"))
+        if not self.full_checkpoints or self.active or self._model is None:
+            return
+        if control.should_training_stop or state.global_step >= state.max_steps:
+            return  # nothing trains after this; on_train_end finishes
+        self._apply(kwargs["model"], kwargs.get("optimizer"))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        """Restore the full vocabulary for good."""
-        self._revert()
+        """Restore the full vocabulary for good (with the added tokens if ``keep_added``)."""
+        self._finish()
 
     def remap_ids(self, ids: Any) -> Any:
         """Map a tensor of full-vocabulary ids to the reduced vocabulary (dropped → unk)."""

@@ -7,7 +7,8 @@ decoder types it knows) and the peak of one step. Given a config or a model dire
 the model on the meta device, so nothing is allocated and a real 1B-8B config answers in
 seconds. The reduced figures are arithmetic: the vocabulary-sized
 tensors that ``apply_plan`` would slice (input embeddings, LM head rows, output biases, padded
-rows included) get ``plan.new_size`` rows; nothing is applied.
+rows included) get ``plan.new_size`` rows, and ``held_bytes`` counts the full-size data the
+applied plan keeps for revert; nothing is applied.
 """
 
 from __future__ import annotations
@@ -75,6 +76,20 @@ class MemoryFigures:
             weight's gradient) and the end of it (every gradient, plus two copies of a tied
             embedding's weight while its second gradient is added). With gradients kept
             between steps (gradient accumulation) add ``gradient_bytes`` to the first two.
+            ``held_bytes`` is added to it, as it is to ``total_bytes``.
+        held_bytes: What an applied plan keeps on the model's device besides the reduced
+            model (0 for the full figures): the full-size vocabulary tensors held aside for
+            revert (embedding, LM head, output biases, vocabulary-sized buffers), the
+            optimizer's full-size state of the trainable ones (held when the plan is applied
+            to an optimizer that has state: resuming, or ``VocabReductionCallback`` after its
+            first checkpoint; an optimizer created after ``apply_plan`` holds none, so this is
+            the upper bound), and with ``softmax="full"``/``"shifted"`` the normaliser's
+            float32 biases of the dropped rows. With ``offload="cpu"`` the full-size tensors
+            and state are on the CPU (0 here), and the normaliser keeps its own device copy of
+            the dropped output rows, which is counted. The device is the model's: for a model
+            on the CPU, offloading changes nothing (the held tensors are on the CPU, where the
+            model is); a config or directory is taken to train on an accelerator. Index
+            tensors (8 bytes per kept or dropped id) are not counted.
     """
 
     parameters: int
@@ -86,15 +101,17 @@ class MemoryFigures:
     loss_bytes: int = 0
     activation_bytes: int | None = None
     peak_bytes: int = 0
+    held_bytes: int = 0
 
     @property
     def total_bytes(self) -> int:
-        """Sum of parameter, gradient, optimizer-state and logits bytes."""
+        """Sum of parameter, gradient, optimizer-state, logits and held bytes."""
         return (
             self.parameter_bytes
             + self.gradient_bytes
             + self.optimizer_state_bytes
             + self.logits_bytes
+            + self.held_bytes
         )
 
     def as_dict(self) -> dict[str, int | None]:
@@ -296,6 +313,7 @@ def _figures(
     optimizer: str,
     activations: int | None,
     workspace: int = 0,
+    held: int = 0,
 ) -> MemoryFigures:
     trainable = [t for t in tensors if t.trainable]
     parameter_bytes = sum(t.numel * t.itemsize for t in tensors)
@@ -320,7 +338,8 @@ def _figures(
         logits_bytes=logits,
         loss_bytes=loss,
         activation_bytes=activations,
-        peak_bytes=parameter_bytes + state_bytes + max(moments),
+        peak_bytes=parameter_bytes + state_bytes + held + max(moments),
+        held_bytes=held,
     )
 
 
@@ -394,6 +413,44 @@ def _layer_bytes(config: Any, batch: int, seq: int, itemsize: int, has_output: b
     return total
 
 
+def _buffer_bytes(model: nn.Module, rows: int, dtype: torch.dtype | None) -> int:
+    """Full-size bytes of the vocabulary-sized buffers (BART's ``final_logits_bias``)."""
+    from vocab_adapters.stages.embeddings import _slots, _vocab_dim
+
+    by_id: dict[int, tuple[torch.Tensor, list[Any]]] = {}
+    for slot, tensor in _slots(model):
+        if not slot.is_param and rows in tensor.shape:
+            by_id.setdefault(id(tensor), (tensor, []))[1].append(slot)
+    total = 0
+    for tensor, slots in by_id.values():
+        if _vocab_dim(slots, tensor, rows, None) is None:
+            continue
+        itemsize = tensor.element_size()
+        if dtype is not None and tensor.is_floating_point():
+            itemsize = dtype.itemsize
+        total += int(tensor.numel()) * itemsize
+    return total
+
+
+def _held_state_bytes(tensors: list[_Tensor], optimizer: str) -> int:
+    """The optimizer's full-size state of the trainable vocabulary tensors.
+
+    bitsandbytes' 8-bit state can't be split by token, so a plan applied to such an optimizer
+    needs those parameters overridden to 32-bit state: two fp32 tensors each.
+    """
+    vocab = [t for t in tensors if t.rows is not None]
+    if optimizer == "adamw8bit":
+        return sum(2 * 4 * t.numel for t in vocab if t.trainable)
+    return _optimizer_bytes(vocab, optimizer)
+
+
+def _on_cpu(model: nn.Module) -> bool:
+    get_input = getattr(model, "get_input_embeddings", None)
+    embedding = get_input() if callable(get_input) else None
+    weight = getattr(embedding, "weight", None)
+    return isinstance(weight, torch.Tensor) and weight.device.type == "cpu"
+
+
 def _reduce(tensor: _Tensor, new_rows: int) -> _Tensor:
     if tensor.rows is None:
         return tensor
@@ -409,6 +466,7 @@ def memory_estimate(
     optimizer: str = "adamw",
     dtype: torch.dtype | str | None = None,
     softmax: str = "reduced",
+    offload: str | None = None,
 ) -> MemoryEstimate:
     """Parameters, gradients, optimizer state, logits, loss, activations and peak of one step.
 
@@ -428,6 +486,8 @@ def memory_estimate(
         softmax: The ``apply_plan(..., softmax=)`` mode the reduced figures are for:
             ``"full"`` and ``"shifted"`` add the normaliser's column and chunk workspace,
             ``"shifted"`` its trainable vector (and scalar, with a trainable output bias).
+        offload: The ``apply_plan(..., offload=)`` the reduced ``held_bytes`` are for:
+            ``None`` (full-size tensors held on the model's device) or ``"cpu"``.
 
     Returns:
         A ``MemoryEstimate`` with ``full`` and ``reduced`` ``MemoryFigures``.
@@ -461,6 +521,8 @@ def memory_estimate(
     from vocab_adapters.stages.softmax import check_mode
 
     check_mode(softmax)
+    if offload not in (None, "cpu"):
+        raise VocabError(f"'offload' must be None or 'cpu' (got {offload!r})")
 
     source = model_or_config_or_dir
     if isinstance(source, nn.Module):
@@ -518,6 +580,12 @@ def memory_estimate(
         small = [_reduce(t, plan.new_size) for t in tensors]
         columns = plan.new_size if has_output else 0
         workspace = 0
+        offloaded = offload == "cpu" and not _on_cpu(model)
+        held = 0
+        if not offloaded:  # the full-size tensors and optimizer state, on the model's device
+            held += sum(t.numel * t.itemsize for t in tensors if t.rows is not None)
+            held += _buffer_bytes(model, input_rows, wanted)
+            held += _held_state_bytes(tensors, optimizer)
         dropped = (input_rows - plan.new_size) if has_output else 0
         if softmax != "reduced" and dropped > 0:
             from vocab_adapters.stages import softmax as softmax_module
@@ -531,6 +599,14 @@ def memory_estimate(
             # exponentials, the scaled probabilities); the hidden-state gradient and one matmul
             rows_item = wanted.itemsize if wanted is not None else input_weight.element_size()
             workspace = chunk * width * rows_item + 3 * tokens * chunk * 4 + 2 * tokens * width * 4
+            # held by the normaliser: the dropped rows' biases in fp32, and with offloading its
+            # own device copy of the dropped output rows (else it reads the held full weight)
+            if any(t.role == "output bias" for t in tensors) or _buffer_bytes(
+                model, input_rows, wanted
+            ):
+                held += 4 * dropped
+            if offloaded:
+                held += dropped * width * rows_item
             if softmax == "shifted":
                 head = next((t for t in small if t.role in ("output", "tied")), None)
                 item = head.itemsize if head is not None else itemsize
@@ -538,5 +614,7 @@ def memory_estimate(
                 bias = next((t for t in small if t.role == "output bias"), None)
                 if bias is not None and bias.trainable:
                     small.append(_Tensor(1, bias.itemsize, True, None))
-        reduced = _figures(small, columns, batch_size, seq_len, optimizer, activations, workspace)
+        reduced = _figures(
+            small, columns, batch_size, seq_len, optimizer, activations, workspace, held
+        )
     return MemoryEstimate(full, reduced, batch_size, seq_len, optimizer)

@@ -11,16 +11,18 @@ Only tokens that can be added are suggested: for a BPE model that can neither lo
 up nor switch that on safely (see :mod:`vocab_adapters.added_tokens`), and for slow byte-level
 BPE and sentencepiece BPE tokenizers, pre-tokens of exactly two pieces; never pre-tokens holding
 byte-fallback or unknown pieces of a BPE model, or unknown or byte pieces of a slow
-sentencepiece model. A model without a pre-tokenizer (Llama 2 style, where the whole text is
-one pre-token) is cut into words before each ``"▁"``; so are the pieces of a slow sentencepiece
-tokenizer.
+sentencepiece model. A model whose normalizer writes spaces as ``"▁"`` with no pre-tokenizer
+that cuts there (Llama 2 and Gemma style, where the whole text is one pre-token; transformers 5
+writes Gemma's with a ``Split(" ")`` that never matches) is cut into words before each
+``"▁"``, and each word is split by the model alone; so are the pieces of a slow sentencepiece
+tokenizer. Conversations suggest from their turns' contents.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from vocab_adapters.tokenizer_backend import backend_of, tokenizer_document
@@ -29,16 +31,47 @@ from vocabcore import VocabError
 __all__ = ["suggest_tokens"]
 
 
+def _strings(item: Any, index: int) -> list[str]:
+    """The texts one input item holds: a text, a pair, a word list or a conversation's contents.
+
+    A conversation's turns give their ``content`` (a str, or the ``text`` of its parts).
+    """
+    if isinstance(item, str):
+        return [item]
+    if isinstance(item, (tuple, list)):
+        if item and isinstance(item[0], Mapping):
+            from vocab_adapters.chat import check_conversation
+
+            out: list[str] = []
+            for turn in check_conversation(item, index):
+                content = turn.get("content")
+                if isinstance(content, str):
+                    out.append(content)
+                elif isinstance(content, (list, tuple)):
+                    out.extend(
+                        part["text"]
+                        for part in content
+                        if isinstance(part, Mapping) and isinstance(part.get("text"), str)
+                    )
+            return out
+        if all(isinstance(x, str) for x in item):
+            return list(item)
+        if len(item) == 2 and all(isinstance(x, (list, tuple)) for x in item):
+            words = [w for x in item for w in x]
+            if all(isinstance(w, str) for w in words):
+                return words
+    raise VocabError(
+        f"item {index} of texts is none of str, (str, str) pair, pre-split word list or "
+        f"conversation (got {type(item).__name__} {item!r:.80}); fix or drop that item"
+    )
+
+
 def _batches(texts: Iterable[Any], size: int) -> Iterator[list[str]]:
     if isinstance(texts, (str, bytes)):
         raise VocabError("'texts' must be an iterable of str (got a single str)")
     batch: list[str] = []
-    for item in texts:
-        parts = item if isinstance(item, (tuple, list)) else (item,)
-        for text in parts:
-            if not isinstance(text, str):
-                raise VocabError(f"'texts' must hold str items (got {type(text).__name__})")
-            batch.append(text)
+    for index, item in enumerate(texts):
+        batch.extend(_strings(item, index))
         if len(batch) >= size:
             yield batch
             batch = []
@@ -58,7 +91,7 @@ def _fast_words(tokenizer: Any, texts: Iterable[Any]) -> tuple[Counter[tuple[str
     _, document = tokenizer_document(tokenizer)
     model = document["model"]
     words: Counter[tuple[str, ...]] = Counter()
-    if document.get("pre_tokenizer") is None and model["type"] in ("BPE", "Unigram"):
+    if model["type"] in ("BPE", "Unigram") and _metaspace_only(backend):
         inner = backend.model
         normalizer = backend.normalizer
         for batch in _batches(texts, 1000):
@@ -83,6 +116,24 @@ def _fast_words(tokenizer: Any, texts: Iterable[Any]) -> tuple[Counter[tuple[str
             if current:
                 words[tuple(current)] += 1
     return words, document
+
+
+def _metaspace_only(backend: Any) -> bool:
+    """Whether ``"▁"`` marks the words and no pre-tokenizer cuts at them (Llama 2, Gemma).
+
+    The normalizer writes spaces as ``"▁"`` (Prepend + Replace, or Replace alone as
+    transformers 5 writes Gemma's), and the pre-tokenizer is absent or leaves such text one
+    pre-token (transformers 5's ``Split(" ")`` after that normalizer), so the whole text would
+    be one pre-token: words are then cut before each ``"▁"``.
+    """
+    normalizer = backend.normalizer
+    if normalizer is None:
+        return backend.pre_tokenizer is None
+    sample = normalizer.normalize_str("ab cd")
+    if "▁" not in sample or " " in sample:
+        return False
+    pre = backend.pre_tokenizer
+    return pre is None or len(pre.pre_tokenize_str(sample)) == 1
 
 
 def _slow_words(tokenizer: Any, texts: Iterable[Any]) -> tuple[Counter[tuple[str, ...]], str]:

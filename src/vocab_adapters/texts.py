@@ -748,9 +748,7 @@ def _count_in_pool(
     templates = shipped is not backend or backend is tokenizer
     context = multiprocessing.get_context("spawn")
     try:
-        with context.Pool(
-            num_proc, _init_worker, (shipped, size, chat_kwargs, templates)
-        ) as pool:
+        with context.Pool(num_proc, _init_worker, (shipped, size, chat_kwargs, templates)) as pool:
             pending: deque[Any] = deque()
             offset = 0
             for batch in batches:

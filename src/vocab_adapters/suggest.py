@@ -93,13 +93,12 @@ def _fast_words(tokenizer: Any, texts: Iterable[Any]) -> tuple[Counter[tuple[str
     words: Counter[tuple[str, ...]] = Counter()
     if model["type"] in ("BPE", "Unigram") and _metaspace_only(backend):
         inner = backend.model
-        normalizer = backend.normalizer
         for batch in _batches(texts, 1000):
             for text in batch:
-                normalized = normalizer.normalize_str(text) if normalizer is not None else text
-                for word in re.split(r"(?=▁)", normalized):
-                    if word:
-                        words[tuple(t.value for t in inner.tokenize(word))] += 1
+                for part in _metaspace_form(backend, text):
+                    for word in re.split(r"(?=▁)", part):
+                        if word:
+                            words[tuple(t.value for t in inner.tokenize(word))] += 1
         return words, document
     for batch in _batches(texts, 1000):
         for encoding in backend.encode_batch(batch, add_special_tokens=False):
@@ -118,22 +117,26 @@ def _fast_words(tokenizer: Any, texts: Iterable[Any]) -> tuple[Counter[tuple[str
     return words, document
 
 
-def _metaspace_only(backend: Any) -> bool:
-    """Whether ``"▁"`` marks the words and no pre-tokenizer cuts at them (Llama 2, Gemma).
+def _metaspace_form(backend: Any, text: str) -> list[str]:
+    """``text`` normalized and pre-tokenized by ``backend``: its pre-tokens."""
+    normalizer, pre = backend.normalizer, backend.pre_tokenizer
+    if normalizer is not None:
+        text = normalizer.normalize_str(text)
+    parts = [p for p, _ in pre.pre_tokenize_str(text)] if pre is not None else [text]
+    return parts
 
-    The normalizer writes spaces as ``"▁"`` (Prepend + Replace, or Replace alone as
-    transformers 5 writes Gemma's), and the pre-tokenizer is absent or leaves such text one
-    pre-token (transformers 5's ``Split(" ")`` after that normalizer), so the whole text would
-    be one pre-token: words are then cut before each ``"▁"``.
+
+def _metaspace_only(backend: Any) -> bool:
+    """Whether ``"▁"`` marks the words and nothing cuts the text there (Llama 2, Gemma).
+
+    Spaces come out as ``"▁"`` (a Prepend + Replace normalizer, Replace alone as transformers 5
+    writes Gemma's, or a ``Metaspace(split=False)`` pre-tokenizer as it writes Llama 2's) and
+    two words stay one pre-token (no pre-tokenizer, or transformers 5's ``Split(" ")`` that
+    never matches after the normalizer): the whole text is one pre-token, so words are then
+    cut before each ``"▁"``.
     """
-    normalizer = backend.normalizer
-    if normalizer is None:
-        return backend.pre_tokenizer is None
-    sample = normalizer.normalize_str("ab cd")
-    if "▁" not in sample or " " in sample:
-        return False
-    pre = backend.pre_tokenizer
-    return pre is None or len(pre.pre_tokenize_str(sample)) == 1
+    parts = _metaspace_form(backend, "ab cd")
+    return len(parts) == 1 and "▁" in parts[0] and " " not in parts[0]
 
 
 def _slow_words(tokenizer: Any, texts: Iterable[Any]) -> tuple[Counter[tuple[str, ...]], str]:

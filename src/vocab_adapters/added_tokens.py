@@ -287,7 +287,7 @@ def _whole_text_metaspace(document: Mapping[str, Any]) -> bool:
     """
     from tokenizers import Tokenizer
 
-    shell = {
+    shell: dict[str, Any] = {
         "version": "1.0",
         "truncation": None,
         "padding": None,

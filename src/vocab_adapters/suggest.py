@@ -28,7 +28,7 @@ from typing import Any
 from vocab_adapters.tokenizer_backend import backend_of, tokenizer_document
 from vocabcore import VocabError
 
-__all__ = ["suggest_tokens"]
+__all__ = ["suggest_tokens", "suggest_with_reasons"]
 
 
 def _strings(item: Any, index: int) -> list[str]:
@@ -219,6 +219,17 @@ def suggest_tokens(
     >>> suggest_tokens(tok, ["abc abc ab"], n=5, min_count=2)
     ['abc']
     """
+    return suggest_with_reasons(tokenizer, texts, n, min_count)[0]
+
+
+def suggest_with_reasons(
+    tokenizer: Any, texts: Iterable[Any], n: int = 100, min_count: int = 5
+) -> tuple[list[str], str | None]:
+    """:func:`suggest_tokens`, and why candidates were left out when none could be suggested.
+
+    The reason is ``None`` unless no token is suggested while pre-tokens of several pieces
+    (seen ``min_count`` times, not yet tokens) exist that the tokenizer cannot add.
+    """
     for name, value, low in (("n", n, 0), ("min_count", min_count, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise VocabError(f"'{name}' must be an int >= {low} (got {value!r})")
@@ -239,19 +250,33 @@ def suggest_tokens(
         vocab = set(tokenizer.get_vocab())
         two_only = family != "WordPiece" and not _sentencepiece_unigram(tokenizer)
         bad = {str(getattr(tokenizer, "unk_token", None))}
-    costs: Counter[str] = Counter()
-    for pieces, count in words.items():
-        if len(pieces) < 2 or (two_only and len(pieces) != 2) or bad.intersection(pieces):
-            continue
-        token = _join(pieces, prefix)
-        if token not in vocab:
-            costs[token] += count * (len(pieces) - 1)
     counts: Counter[str] = Counter()
     for pieces, count in words.items():
         if len(pieces) >= 2:
             counts[_join(pieces, prefix)] += count
+    costs: Counter[str] = Counter()
+    left_out: Counter[str] = Counter()  # reason -> how many candidate pre-tokens
+    for pieces, count in words.items():
+        if len(pieces) < 2:
+            continue
+        joined = _join(pieces, prefix)
+        if joined in vocab or counts[joined] < min_count:
+            continue
+        if bad.intersection(pieces):
+            left_out["their text needs byte-fallback or unknown pieces"] += 1
+            continue
+        if two_only and len(pieces) != 2:
+            left_out[
+                "they are more than two pieces, and this tokenizer joins only two (whole-word "
+                "lookup would change how other tokens encode)"
+            ] += 1
+            continue
+        costs[joined] += count * (len(pieces) - 1)
     ranked = sorted((t for t in costs if counts[t] >= min_count), key=lambda t: (-costs[t], t))
-    return ranked[:n]
+    reason = None
+    if n > 0 and not ranked and left_out:
+        reason = "; ".join(f"{k} of them: {why}" for why, k in left_out.most_common())
+    return ranked[:n], reason
 
 
 def _bpe_limits(document: dict[str, Any]) -> tuple[bool, set[str]]:

@@ -898,7 +898,7 @@ def _resolve_add_tokens(
     if add_tokens is None:
         return []
     if _wants_suggestions(add_tokens):
-        from vocab_adapters.suggest import suggest_tokens
+        from vocab_adapters.suggest import suggest_with_reasons
 
         assert isinstance(add_tokens, int)
         if add_tokens < 0:
@@ -910,7 +910,14 @@ def _resolve_add_tokens(
             if _is_dataset(texts)
             else texts
         )
-        return suggest_tokens(tokenizer, items, add_tokens, min_count)
+        tokens, why = suggest_with_reasons(tokenizer, items, add_tokens, min_count)
+        if why is not None:
+            raise VocabError(
+                f"'add_tokens' {add_tokens} found no token this tokenizer can add: the texts' "
+                f"words of several pieces cannot be added ({why}); pass tokens of two pieces "
+                "as add_tokens=[...], or load a tokenizer that can add them"
+            )
+        return tokens
     from vocab_adapters.added_tokens import check_new_tokens
 
     if isinstance(add_tokens, (str, bytes)) or not isinstance(add_tokens, Iterable):

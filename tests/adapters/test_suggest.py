@@ -131,3 +131,13 @@ def test_metaspace_tokenizer_without_pre_tokenizer_gets_word_suggestions(
         if not any(token.lstrip("▁") in text for token in plan.added):
             assert tok(text)["input_ids"] == plan.remap(ids)
         assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+
+
+def test_add_tokens_n_never_adds_nothing_silently(suffix_bpe_tokenizer: Any) -> None:
+    """Candidates exist but none can be added (more than two pieces, merges only): said why."""
+    texts = ["assertion assertion assertion"]
+    assert suggest_tokens(suffix_bpe_tokenizer, texts, n=5, min_count=1) == []
+    with pytest.raises(VocabError, match="'add_tokens' 5 found no token.*more than two pieces"):
+        plan_from_texts(suffix_bpe_tokenizer, texts, add_tokens=5)
+    # no candidate at all (every word one token, or too rare): nothing to add, no error
+    assert plan_from_texts(suffix_bpe_tokenizer, texts, add_tokens=5, min_count=9).added == ()

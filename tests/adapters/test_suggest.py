@@ -137,7 +137,7 @@ def test_add_tokens_n_never_adds_nothing_silently(suffix_bpe_tokenizer: Any) -> 
     """Candidates exist but none can be added (more than two pieces, merges only): said why."""
     texts = ["assertion assertion assertion"]
     assert suggest_tokens(suffix_bpe_tokenizer, texts, n=5, min_count=1) == []
-    with pytest.raises(VocabError, match="'add_tokens' 5 found no token.*more than two pieces"):
+    with pytest.raises(VocabError, match=r"'add_tokens' 5 found no token.*more than two pieces"):
         plan_from_texts(suffix_bpe_tokenizer, texts, add_tokens=5)
     # no candidate at all (every word one token, or too rare): nothing to add, no error
     assert plan_from_texts(suffix_bpe_tokenizer, texts, add_tokens=5, min_count=9).added == ()

@@ -184,3 +184,15 @@ def test_max_size_below_needs_plus_added_names_both_numbers(qwen: Any) -> None:
     message = f"below the {needs} ids that encoding needs plus the 5 added tokens \\({needs + 5}\\)"
     with pytest.raises(VocabError, match=message):
         plan_from_texts(qwen, iter(TEXTS), max_size=needs + 4, add_tokens=tokens)
+
+
+def test_conversations_from_a_jsonl_file(qwen: Any, tmp_path: Any) -> None:
+    import json
+
+    from vocab_adapters.text_files import iter_texts
+
+    path = tmp_path / "chats.jsonl"
+    rows = [{"id": i, "messages": chat} for i, chat in enumerate(CHATS)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    got = plan_from_texts(qwen, iter_texts(path), max_size=300)
+    assert got == plan_from_texts(qwen, CHATS, max_size=300)

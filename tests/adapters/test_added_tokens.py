@@ -375,3 +375,101 @@ def test_apply_refuses_a_token_the_tokenizer_has(
     assert hf_wordpiece.backend_tokenizer.to_str() == before
     for key, value in model.state_dict().items():
         assert torch.equal(value, state[key])
+
+
+# -- sentencepiece-style BPE (Llama 2, Mistral v1, Gemma): no pre-tokenizer cuts the words --------
+
+
+def _sentencepiece_bpe(corpus: list[str]) -> Any:
+    """byte_fallback BPE behind Prepend("▁") + Replace(" ", "▁") and no pre-tokenizer, trained
+    on words cut at "▁" as sentencepiece does (so no token holds "▁" after another character)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.pre_tokenizer = pre_tokenizers.Split("▁", "merged_with_next")
+    specials = ["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256))]
+    trainer = trainers.BpeTrainer(
+        vocab_size=1200, special_tokens=specials, limit_alphabet=150, show_progress=False
+    )
+    tok.train_from_iterator(corpus, trainer)
+    tok.pre_tokenizer = None  # as converted checkpoints have it: the whole text is one pre-token
+    tok.decoder = decoders.Sequence(
+        [
+            decoders.Replace("▁", " "),
+            decoders.ByteFallback(),
+            decoders.Fuse(),
+            decoders.Strip(" ", 1, 0),
+        ]
+    )
+    return tok
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_sentencepiece_bpe_reaches_multi_piece_tokens_inside_sentences(
+    wrapped: bool, corpus_texts: list[str], tmp_path: Any
+) -> None:
+    tok = _sentencepiece_bpe(corpus_texts)
+    if wrapped:  # as AutoTokenizer gives it (transformers 5 rewrites it as Metaspace(split=False))
+        from transformers import AutoTokenizer, LlamaTokenizerFast
+
+        LlamaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>").save_pretrained(
+            str(tmp_path)
+        )
+        tok = AutoTokenizer.from_pretrained(str(tmp_path))
+
+    def encode(text: str) -> list[int]:
+        if wrapped:
+            ids: list[int] = tok(text, add_special_tokens=False)["input_ids"]
+            return ids
+        return list(tok.encode(text, add_special_tokens=False).ids)
+
+    texts = [t for t in corpus_texts[:300] if "ibuprofen" not in t and "acetaminophen" not in t]
+    sentences = [
+        "Take ibuprofen now, or acetaminophen later.",
+        "ibuprofen",
+        "ibuprofens and acetaminophen-based ibuprofen",
+    ]
+    words = ["▁ibuprofen", "▁acetaminophen"]
+    assert all(len(encode(w.lstrip("▁"))) > 2 for w in words)  # merges alone cannot join them
+    full = [encode(t) for t in texts]
+    before = encode(sentences[0])
+    assert len(before) > 4
+    plan = plan_from_texts(tok, texts).adding(words)
+    applied = apply_plan(plan, tokenizer=tok)
+    new = {w: len(plan.kept) + k for k, w in enumerate(words)}
+    assert [encode(t) for t in texts] == [plan.remap(ids) for ids in full]
+    got = encode(sentences[0])
+    assert new["▁ibuprofen"] in got and new["▁acetaminophen"] in got
+    assert encode("ibuprofen") == [new["▁ibuprofen"]]
+    for text in [*sentences, *texts[:50]]:
+        assert tok.decode(encode(text)) == text
+    revert_plan(applied)
+    assert encode(sentences[0]) == before
+    assert [encode(t) for t in texts] == full
+
+
+def test_sentencepiece_bpe_with_tokens_across_words_keeps_its_pre_tokenizer(
+    load_llm_tokenizer: Any, corpus_texts: list[str]
+) -> None:
+    """The llm fixtures' byte_fallback BPE was trained on whole lines ("e▁" is a token): cutting
+    at "▁" would change encodings, so the added token is reached where it is the whole text."""
+    tok = load_llm_tokenizer("gemma")
+    backend = tok.backend_tokenizer
+    before = backend.pre_tokenizer.__getstate__() if backend.pre_tokenizer is not None else None
+    texts = corpus_texts[:200]
+    full = [tok(t)["input_ids"] for t in texts]
+    plan = plan_from_texts(tok, texts).adding(["▁ibuprofen"])
+    apply_plan(plan, tokenizer=tok)
+    backend = tok.backend_tokenizer
+    after = backend.pre_tokenizer.__getstate__() if backend.pre_tokenizer is not None else None
+    assert after == before
+    normalizer = backend.normalizer
+    text = next(
+        t
+        for t in ("ibuprofen", " ibuprofen")
+        if (normalizer.normalize_str(t) if normalizer is not None else t.replace(" ", "▁"))
+        == "▁ibuprofen"
+    )
+    assert tok(text, add_special_tokens=False)["input_ids"] == [len(plan.kept)]
+    assert [tok(t)["input_ids"] for t in texts] == [plan.remap(ids) for ids in full]

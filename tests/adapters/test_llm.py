@@ -97,7 +97,7 @@ def test_conversation_item_that_is_not_one_names_its_index(load_llm_tokenizer: A
     with pytest.raises(VocabError, match="item 1 of texts is not a conversation"):
         plan_from_texts(tok, bad)
     with pytest.raises(VocabError, match="item 2 of texts"):
-        plan_from_texts(tok, iter([*CONVERSATIONS, "a plain string"]))
+        plan_from_texts(tok, iter([*CONVERSATIONS[:2], 42]))
 
 
 def test_tokenizer_without_chat_template_refuses_conversations(load_llm_tokenizer: Any) -> None:

@@ -86,3 +86,58 @@ def test_bad_arguments(toy: Tokenizer, kwargs: dict[str, int], message: str) -> 
 def test_a_single_string_is_refused(toy: Tokenizer) -> None:
     with pytest.raises(VocabError, match="single str"):
         suggest_tokens(toy, "abc abc")
+
+
+def _text_of(tok: Any, token: str) -> str:
+    """The text the tokenizer's normalizer and pre-tokenizer make exactly ``token`` of."""
+    backend = tok.backend_tokenizer
+    word = token.replace("▁", " ")
+    for text in (word.lstrip(" "), word):
+        normalizer = backend.normalizer
+        normalized = normalizer.normalize_str(text) if normalizer is not None else text
+        pre = backend.pre_tokenizer
+        parts = (
+            [p for p, _ in pre.pre_tokenize_str(normalized)] if pre is not None else [normalized]
+        )
+        if parts == [token]:
+            return text
+    raise AssertionError(f"no text normalizes to {token!r}")
+
+
+@pytest.mark.parametrize("shape", ["gemma", "llama2"])
+def test_metaspace_tokenizer_without_pre_tokenizer_gets_word_suggestions(
+    shape: str, load_llm_tokenizer: Any, corpus_texts: list[str]
+) -> None:
+    """Llama 2 / Gemma shape: the whole text is one pre-token, words start at each "▁"
+    (transformers 5 writes Gemma's with a Split(" ") that never matches after the normalizer)."""
+    from vocab_adapters import apply_plan
+
+    tok = load_llm_tokenizer(shape)
+    texts = corpus_texts[:300]
+    plan = plan_from_texts(tok, texts, add_tokens=10)
+    assert len(plan.added) == 10
+    vocab = tok.get_vocab()
+    for token in plan.added:
+        assert token not in vocab
+        assert "▁" not in token[1:], token  # one word, not a run of them
+    full = {t: tok(t)["input_ids"] for t in texts[:40]}
+    apply_plan(plan, tokenizer=tok)
+    for k, token in enumerate(plan.added):  # a word alone is the whole pre-token
+        text = _text_of(tok, token)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert ids == [len(plan.kept) + k]
+        assert tok.decode(ids) == text.lstrip(" ") or tok.decode(ids) == text
+    for text, ids in full.items():
+        if not any(token.lstrip("▁") in text for token in plan.added):
+            assert tok(text)["input_ids"] == plan.remap(ids)
+        assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+
+
+def test_add_tokens_n_never_adds_nothing_silently(suffix_bpe_tokenizer: Any) -> None:
+    """Candidates exist but none can be added (more than two pieces, merges only): said why."""
+    texts = ["assertion assertion assertion"]
+    assert suggest_tokens(suffix_bpe_tokenizer, texts, n=5, min_count=1) == []
+    with pytest.raises(VocabError, match=r"'add_tokens' 5 found no token.*more than two pieces"):
+        plan_from_texts(suffix_bpe_tokenizer, texts, add_tokens=5)
+    # no candidate at all (every word one token, or too rare): nothing to add, no error
+    assert plan_from_texts(suffix_bpe_tokenizer, texts, add_tokens=5, min_count=9).added == ()

@@ -2,12 +2,14 @@
 
 :func:`fit_budget` is what ``plan_from_texts(..., max_size=N)`` and
 ``plan_from_counts(..., max_size=N)`` run when the plan they would build otherwise is larger
-than ``N``. What encoding needs comes first (special and added tokens, the unk token, byte
-pieces or the byte alphabet, Unigram's lowest-scoring piece, and the BPE merge closure of all
-of these); then ordinary ids are taken by count, highest first (ties: lower id first), each
-with whatever of its own merge closure is not kept yet, until the next one would not fit.
-Nothing after that one is taken, so the plan is a prefix of one fixed order and a larger
-budget always keeps a superset.
+than ``N``. ``N`` caps ``new_size``, the plan's added tokens included. The order: what
+encoding needs first (special and added tokens of the tokenizer, the unk token, byte pieces or
+the byte alphabet, Unigram's lowest-scoring piece, and the BPE merge closure of all of these);
+then the plan's added tokens (``add_tokens``, in order; they take the last ids); then ordinary
+ids by count, highest first (ties: lower id first), each with whatever of its own merge
+closure is not kept yet, until the next one would not fit. Nothing after that one is taken,
+so the plan is a prefix of one fixed order and a larger budget always keeps a superset. What
+encoding needs plus the added tokens above ``N`` raises ``VocabError`` naming both numbers.
 
 :func:`budget_order` returns that order with the size each prefix costs; the coverage plot
 uses it to estimate every budget from one encoding of the texts.
@@ -24,7 +26,7 @@ from vocab_adapters.tokenization.bpe_closure import merge_table, token_closure
 from vocab_adapters.tokenization.tokenizer_backend import backend_of, tokenizer_document
 from vocabcore import VocabError, VocabPlan
 
-__all__ = ["budget_order", "closure_pricer", "fit_budget", "unk_ids"]
+__all__ = ["budget_order", "check_room", "closure_pricer", "fit_budget", "unk_ids"]
 
 _Counts = np.ndarray[Any, np.dtype[np.int64]]
 
@@ -140,6 +142,33 @@ def budget_order(
     return candidates, sizes, groups
 
 
+def check_room(needed: int, added: int, max_size: int) -> None:
+    """``VocabError`` when the ``needed`` ids plus ``added`` tokens exceed ``max_size``.
+
+    >>> check_room(10, 5, 15)
+    >>> check_room(10, 6, 15)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    vocabcore.errors.VocabError: 'max_size' 15 is below the 10 ids that encoding needs plus ...
+    """
+    if needed + added <= max_size:
+        return
+    what = (
+        "(special and added tokens, the unk token, byte pieces or alphabet, Unigram's "
+        "lowest piece, BPE merge closure)"
+    )
+    if added:
+        raise VocabError(
+            f"'max_size' {max_size} is below the {needed} ids that encoding needs plus the "
+            f"{added} added tokens ({needed + added}) {what}; max_size counts added tokens "
+            f"too: pass max_size >= {needed + added} or add fewer tokens"
+        )
+    raise VocabError(
+        f"'max_size' {max_size} is below the {needed} ids that encoding needs {what}; pass "
+        f"max_size >= {needed}"
+    )
+
+
 def fit_budget(
     tokenizer: Any,
     base: VocabPlan,
@@ -147,26 +176,27 @@ def fit_budget(
     min_count: int,
     max_size: int,
     close: Callable[[VocabPlan], VocabPlan],
+    added: int = 0,
 ) -> VocabPlan:
-    """``base`` plus the most frequent ids that fit in ``max_size`` (see the module docstring).
+    """``base`` plus the most frequent ids that fit in ``max_size - added``.
+
+    See the module docstring for the order; the ``added`` tokens the caller appends afterwards
+    (``plan.adding``) take the last ``added`` places of ``max_size``.
 
     Args:
         tokenizer: The tokenizer the plan is for.
         base: The closed plan of what encoding needs (and the user's ``keep``).
         counts: Per-id counts over the texts.
         min_count: Ids counted fewer times are never taken.
-        max_size: The most ids the plan may keep.
+        max_size: The most ids the plan may have, added tokens included (``new_size``).
         close: Closes a plan for ``tokenizer`` exactly as the unbudgeted path does.
+        added: How many tokens the caller adds after the kept ids.
 
     Raises:
-        VocabError: ``max_size`` is smaller than ``base``.
+        VocabError: ``base`` plus ``added`` exceeds ``max_size`` (the message names both).
     """
-    if base.new_size > max_size:
-        raise VocabError(
-            f"'max_size' {max_size} is below the {base.new_size} ids that encoding needs "
-            "(special and added tokens, the unk token, byte pieces or alphabet, Unigram's "
-            f"lowest piece, BPE merge closure); pass max_size >= {base.new_size}"
-        )
+    check_room(base.new_size, added, max_size)
+    max_size -= added
     price = closure_pricer(tokenizer)
     _, _, groups = budget_order(base, counts, min_count, price, limit=max_size)
     taken = [i for group in groups for i in group]

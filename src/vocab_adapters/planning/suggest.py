@@ -8,37 +8,70 @@ tokenizer's own token form (``get_vocab()`` style: ``"Ġword"`` after a space in
 suffix), ready for ``plan.adding(...)`` / ``plan_from_texts(..., add_tokens=...)``.
 
 Only tokens that can be added are suggested: for a BPE model that can neither look whole words up
-nor switch that on safely (see :mod:`~vocab_adapters.tokenization.added_tokens`), and for slow
+nor switch that on safely (see :mod:`vocab_adapters.tokenization.added_tokens`), and for slow
 byte-level BPE and sentencepiece BPE tokenizers, pre-tokens of exactly two pieces; never pre-tokens
 holding byte-fallback or unknown pieces of a BPE model, or unknown or byte pieces of a slow
-sentencepiece model. A model without a pre-tokenizer (Llama 2 style, where the whole text is
-one pre-token) is cut into words before each ``"▁"``; so are the pieces of a slow sentencepiece
-tokenizer.
+sentencepiece model. A model whose normalizer writes spaces as ``"▁"`` with no pre-tokenizer that
+cuts there (Llama 2 and Gemma style, where the whole text is one pre-token; transformers 5 writes
+Gemma's with a ``Split(" ")`` that never matches) is cut into words before each ``"▁"``, and each
+word is split by the model alone; so are the pieces of a slow sentencepiece tokenizer. Conversations
+suggest from their turns' contents.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from vocab_adapters.tokenization.tokenizer_backend import backend_of, tokenizer_document
 from vocabcore import VocabError
 
-__all__ = ["suggest_tokens"]
+__all__ = ["suggest_tokens", "suggest_with_reasons"]
+
+
+def _strings(item: Any, index: int) -> list[str]:
+    """The texts one input item holds: a text, a pair, a word list or a conversation's contents.
+
+    A conversation's turns give their ``content`` (a str, or the ``text`` of its parts).
+    """
+    if isinstance(item, str):
+        return [item]
+    if isinstance(item, (tuple, list)):
+        if item and isinstance(item[0], Mapping):
+            from vocab_adapters.planning.chat import check_conversation
+
+            out: list[str] = []
+            for turn in check_conversation(item, index):
+                content = turn.get("content")
+                if isinstance(content, str):
+                    out.append(content)
+                elif isinstance(content, (list, tuple)):
+                    out.extend(
+                        part["text"]
+                        for part in content
+                        if isinstance(part, Mapping) and isinstance(part.get("text"), str)
+                    )
+            return out
+        if all(isinstance(x, str) for x in item):
+            return list(item)
+        if len(item) == 2 and all(isinstance(x, (list, tuple)) for x in item):
+            words = [w for x in item for w in x]
+            if all(isinstance(w, str) for w in words):
+                return words
+    raise VocabError(
+        f"item {index} of texts is none of str, (str, str) pair, pre-split word list or "
+        f"conversation (got {type(item).__name__} {item!r:.80}); fix or drop that item"
+    )
 
 
 def _batches(texts: Iterable[Any], size: int) -> Iterator[list[str]]:
     if isinstance(texts, (str, bytes)):
         raise VocabError("'texts' must be an iterable of str (got a single str)")
     batch: list[str] = []
-    for item in texts:
-        parts = item if isinstance(item, (tuple, list)) else (item,)
-        for text in parts:
-            if not isinstance(text, str):
-                raise VocabError(f"'texts' must hold str items (got {type(text).__name__})")
-            batch.append(text)
+    for index, item in enumerate(texts):
+        batch.extend(_strings(item, index))
         if len(batch) >= size:
             yield batch
             batch = []
@@ -58,15 +91,14 @@ def _fast_words(tokenizer: Any, texts: Iterable[Any]) -> tuple[Counter[tuple[str
     _, document = tokenizer_document(tokenizer)
     model = document["model"]
     words: Counter[tuple[str, ...]] = Counter()
-    if document.get("pre_tokenizer") is None and model["type"] in ("BPE", "Unigram"):
+    if model["type"] in ("BPE", "Unigram") and _metaspace_only(backend):
         inner = backend.model
-        normalizer = backend.normalizer
         for batch in _batches(texts, 1000):
             for text in batch:
-                normalized = normalizer.normalize_str(text) if normalizer is not None else text
-                for word in re.split(r"(?=▁)", normalized):
-                    if word:
-                        words[tuple(t.value for t in inner.tokenize(word))] += 1
+                for part in _metaspace_form(backend, text):
+                    for word in re.split(r"(?=▁)", part):
+                        if word:
+                            words[tuple(t.value for t in inner.tokenize(word))] += 1
         return words, document
     for batch in _batches(texts, 1000):
         for encoding in backend.encode_batch(batch, add_special_tokens=False):
@@ -83,6 +115,28 @@ def _fast_words(tokenizer: Any, texts: Iterable[Any]) -> tuple[Counter[tuple[str
             if current:
                 words[tuple(current)] += 1
     return words, document
+
+
+def _metaspace_form(backend: Any, text: str) -> list[str]:
+    """``text`` normalized and pre-tokenized by ``backend``: its pre-tokens."""
+    normalizer, pre = backend.normalizer, backend.pre_tokenizer
+    if normalizer is not None:
+        text = normalizer.normalize_str(text)
+    parts = [p for p, _ in pre.pre_tokenize_str(text)] if pre is not None else [text]
+    return parts
+
+
+def _metaspace_only(backend: Any) -> bool:
+    """Whether ``"▁"`` marks the words and nothing cuts the text there (Llama 2, Gemma).
+
+    Spaces come out as ``"▁"`` (a Prepend + Replace normalizer, Replace alone as transformers 5
+    writes Gemma's, or a ``Metaspace(split=False)`` pre-tokenizer as it writes Llama 2's) and
+    two words stay one pre-token (no pre-tokenizer, or transformers 5's ``Split(" ")`` that
+    never matches after the normalizer): the whole text is one pre-token, so words are then
+    cut before each ``"▁"``.
+    """
+    parts = _metaspace_form(backend, "ab cd")
+    return len(parts) == 1 and "▁" in parts[0] and " " not in parts[0]
 
 
 def _slow_words(tokenizer: Any, texts: Iterable[Any]) -> tuple[Counter[tuple[str, ...]], str]:
@@ -165,6 +219,17 @@ def suggest_tokens(
     >>> suggest_tokens(tok, ["abc abc ab"], n=5, min_count=2)
     ['abc']
     """
+    return suggest_with_reasons(tokenizer, texts, n, min_count)[0]
+
+
+def suggest_with_reasons(
+    tokenizer: Any, texts: Iterable[Any], n: int = 100, min_count: int = 5
+) -> tuple[list[str], str | None]:
+    """:func:`suggest_tokens`, and why candidates were left out when none could be suggested.
+
+    The reason is ``None`` unless no token is suggested while pre-tokens of several pieces
+    (seen ``min_count`` times, not yet tokens) exist that the tokenizer cannot add.
+    """
     for name, value, low in (("n", n, 0), ("min_count", min_count, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise VocabError(f"'{name}' must be an int >= {low} (got {value!r})")
@@ -185,19 +250,33 @@ def suggest_tokens(
         vocab = set(tokenizer.get_vocab())
         two_only = family != "WordPiece" and not _sentencepiece_unigram(tokenizer)
         bad = {str(getattr(tokenizer, "unk_token", None))}
-    costs: Counter[str] = Counter()
-    for pieces, count in words.items():
-        if len(pieces) < 2 or (two_only and len(pieces) != 2) or bad.intersection(pieces):
-            continue
-        token = _join(pieces, prefix)
-        if token not in vocab:
-            costs[token] += count * (len(pieces) - 1)
     counts: Counter[str] = Counter()
     for pieces, count in words.items():
         if len(pieces) >= 2:
             counts[_join(pieces, prefix)] += count
+    costs: Counter[str] = Counter()
+    left_out: Counter[str] = Counter()  # reason -> how many candidate pre-tokens
+    for pieces, count in words.items():
+        if len(pieces) < 2:
+            continue
+        joined = _join(pieces, prefix)
+        if joined in vocab or counts[joined] < min_count:
+            continue
+        if bad.intersection(pieces):
+            left_out["their text needs byte-fallback or unknown pieces"] += 1
+            continue
+        if two_only and len(pieces) != 2:
+            left_out[
+                "they are more than two pieces, and this tokenizer joins only two (whole-word "
+                "lookup would change how other tokens encode)"
+            ] += 1
+            continue
+        costs[joined] += count * (len(pieces) - 1)
     ranked = sorted((t for t in costs if counts[t] >= min_count), key=lambda t: (-costs[t], t))
-    return ranked[:n]
+    reason = None
+    if n > 0 and not ranked and left_out:
+        reason = "; ".join(f"{k} of them: {why}" for why, k in left_out.most_common())
+    return ranked[:n], reason
 
 
 def _bpe_limits(document: dict[str, Any]) -> tuple[bool, set[str]]:

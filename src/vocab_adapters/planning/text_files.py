@@ -45,8 +45,9 @@ def guess_text_columns(
 ) -> list[str]:
     """The text column of a table when none is named: the one rule for files and datasets.
 
-    ``text`` if there is one; else the only column; else, where column types are known
-    (``strings``: the columns holding strings), the only string column.
+    ``text`` if there is one; else ``messages`` (conversations); else the only column; else,
+    where column types are known (``strings``: the columns holding strings), the only string
+    column.
 
     Raises:
         VocabError: No rule decides; the message says how to choose (``how``).
@@ -58,6 +59,8 @@ def guess_text_columns(
     """
     if "text" in names:
         return ["text"]
+    if "messages" in names:
+        return ["messages"]  # conversations (TRL's conversational format)
     if len(names) == 1:
         return [names[0]]
     if strings is not None and len(strings) == 1:

@@ -12,7 +12,7 @@ counts for a fraction of the work.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import contextmanager
 from itertools import chain, islice
 from typing import Any
@@ -54,12 +54,21 @@ def _dataset_columns(dataset: Any, columns: str | Sequence[str] | None) -> list[
                 f"'columns' names {missing!r}, which the dataset lacks; it has {names!r}"
             )
         return chosen
+    if "messages" in names and _holds_conversations(dataset, "messages"):
+        return ["messages"]  # TRL's conversational format
     return guess_text_columns(
         names,
         "the dataset",
         strings=dataset_string_columns(dataset),
         how="columns='name' (or two names for text pairs)",
     )
+
+
+def _holds_conversations(dataset: Any, name: str) -> bool:
+    from vocab_adapters.planning.chat import is_conversation
+
+    first: dict[str, list[Any]] = next(iter(dataset.iter(batch_size=1)), {})
+    return is_conversation(first.get(name, [None])[0])
 
 
 def _dataset_batches(dataset: Any, columns: list[str], batch_size: int) -> Iterator[_Batch]:
@@ -79,21 +88,56 @@ def _batches(texts: Iterable[Any], batch_size: int) -> Iterator[_Batch]:
         yield batch
 
 
-def _kind_of(item: Any) -> str:
-    """``'text'``, ``'pair'`` or ``'words'`` for one input item."""
+_KIND_NAMES = {
+    "text": "text",
+    "pair": "(str, str) pair",
+    "words": "pre-split word list",
+    "word_pair": "pair of word lists",
+    "conversation": "conversation",
+}
+
+
+def _kind_of(item: Any, index: int) -> str:
+    """``'text'``, ``'pair'``, ``'words'``, ``'word_pair'`` or ``'conversation'`` for one item.
+
+    ``index`` (the item's position in the input) names a bad item in the ``VocabError``.
+    """
     if isinstance(item, str):
         return "text"
     if isinstance(item, (tuple, list)):
+        if item and isinstance(item[0], Mapping):
+            return "conversation"
         if len(item) == 2 and all(isinstance(x, str) for x in item) and isinstance(item, tuple):
             return "pair"
         if all(isinstance(x, str) for x in item):
             return "words"
-        if len(item) == 2 and all(isinstance(x, (list, tuple)) for x in item):
+        if len(item) == 2 and all(
+            isinstance(x, (list, tuple)) and all(isinstance(w, str) for w in x) for x in item
+        ):
             return "word_pair"
     raise VocabError(
-        "texts must hold str, (str, str) pairs, pre-split word lists or conversations "
-        f"(lists of {{'role', 'content'}} dicts) (got {type(item).__name__} {item!r:.80})"
+        f"item {index} of texts is none of str, (str, str) pair, pre-split word list or "
+        "conversation (list of {'role', 'content'} dicts) "
+        f"(got {type(item).__name__} {item!r:.80}); fix or drop that item"
     )
+
+
+def _groups(batch: _Batch, offset: int) -> list[tuple[str, _Batch]]:
+    """``batch`` split by kind, in first-seen order; ``offset`` is the first item's index.
+
+    Conversations are checked here (turns with a ``role`` and a ``content``).
+    """
+    if all(type(item) is str for item in batch):
+        return [("text", batch)]
+    from vocab_adapters.planning.chat import check_conversation
+
+    out: dict[str, _Batch] = {}
+    for i, item in enumerate(batch):
+        kind = _kind_of(item, offset + i)
+        if kind == "conversation":
+            item = check_conversation(item, offset + i)
+        out.setdefault(kind, []).append(item)
+    return list(out.items())
 
 
 # transformers' fast tokenizer classes whose encoding overrides only check arguments (4.x:
@@ -190,10 +234,22 @@ class _Encoder:
     tokenizers 0.20) with the wrapper's settings: special tokens added, pre-split words as
     ``is_pretokenized``, pairs as tuples, ``split_special_tokens``. Slow tokenizers, and fast
     ones whose class overrides how text is encoded, go through ``tokenizer(...)``.
+    Conversations go through the tokenizer's chat template with ``chat_kwargs``
+    (``conversations`` counts them). ``templates=False``: ``tokenizer`` is a pool worker's
+    ``tokenizers.Tokenizer`` shipped in place of the wrapper, which has no chat template.
     """
 
-    def __init__(self, tokenizer: Any, document: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        document: dict[str, Any] | None = None,
+        chat_kwargs: dict[str, Any] | None = None,
+        templates: bool = True,
+    ) -> None:
         self.tokenizer = tokenizer
+        self.chat_kwargs = chat_kwargs
+        self.templates = templates
+        self.conversations = 0
         backend = backend_of(tokenizer)
         self.backend = (
             backend
@@ -212,7 +268,7 @@ class _Encoder:
 
     def count_pieces(self, batch: _Batch, kind: str) -> bool:
         """Take ``batch`` into the piece counter (``False``: encode it text by text)."""
-        if self.pieces is None or self._settings is None:
+        if self.pieces is None or self._settings is None or kind == "conversation":
             return False
         if kind in ("words", "word_pair") and not self._prefix_space_ok():
             return False
@@ -236,6 +292,8 @@ class _Encoder:
             settings.__exit__(*exc)
 
     def __call__(self, batch: _Batch, kind: str) -> np.ndarray[Any, np.dtype[np.int64]]:
+        if kind == "conversation":
+            return self._conversations(batch)
         if self.backend is None:
             return _flat(self._encode_hf(batch, kind))
         if self._settings is None:
@@ -259,6 +317,20 @@ class _Encoder:
             flat += encoding.ids
         return np.array(flat, dtype=np.int64)
 
+    def _conversations(self, batch: _Batch) -> np.ndarray[Any, np.dtype[np.int64]]:
+        from vocab_adapters.planning.chat import conversation_ids
+
+        if not self.templates:
+            raise VocabError(
+                "'num_proc' workers got the tokenizer without its chat template, since no "
+                "conversation came before the first batch was sent; put a conversation in the "
+                "first batch, pass chat_template_kwargs={}, or count with num_proc=None"
+            )
+        self.conversations += len(batch)
+        # the template may need the wrapper's own settings (padding side, truncation)
+        with _settings_kept(self.backend):
+            return conversation_ids(self.tokenizer, batch, self.chat_kwargs)
+
     def _encode_hf(self, batch: _Batch, kind: str) -> list[list[int]]:
         options: dict[str, Any] = {"add_special_tokens": True, "truncation": False}
         if kind in ("words", "word_pair"):
@@ -278,8 +350,13 @@ def _flat(id_lists: list[list[int]]) -> np.ndarray[Any, np.dtype[np.int64]]:
     return np.fromiter(chain.from_iterable(id_lists), dtype=np.int64)
 
 
-def _encoder_for(tokenizer: Any, document: dict[str, Any] | None = None) -> _Encoder:
-    return _Encoder(tokenizer, document)
+def _encoder_for(
+    tokenizer: Any,
+    document: dict[str, Any] | None = None,
+    chat_kwargs: dict[str, Any] | None = None,
+    templates: bool = True,
+) -> _Encoder:
+    return _Encoder(tokenizer, document, chat_kwargs, templates)
 
 
 def _progress(total: int | None, progress: bool | None, batch_size: int) -> Any:
@@ -307,24 +384,80 @@ def _count_array(
     num_proc: int | None,
     size: int | None = None,
     document: dict[str, Any] | None = None,
+    chat_kwargs: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray[Any, np.dtype[np.int64]], int]:
+    """``(counts per id, number of items)`` of ``texts``: the one counting path.
+
+    Every item is classified on its own (:func:`_groups`); texts, pairs and word lists go to
+    the piece counter where it applies, else to the tokenizer's batch encoding, and
+    conversations through the chat template, all into one counter. ``chat_kwargs`` given
+    (even ``{}``) while no item is a conversation raises ``VocabError`` naming it.
+    """
     if size is None:
         size = tokenizer_size(tokenizer)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise VocabError(f"'batch_size' must be an int >= 1 (got {batch_size!r})")
+    if num_proc is not None and (
+        isinstance(num_proc, bool) or not isinstance(num_proc, int) or num_proc < 1
+    ):
+        raise VocabError(f"'num_proc' must be None or an int >= 1 (got {num_proc!r})")
     if isinstance(texts, (str, bytes)):
         raise VocabError("'texts' must be an iterable of texts, not a single str; wrap it: [text]")
+    if chat_kwargs is not None and isinstance(texts, Sequence) and not _any_conversation(texts):
+        _no_conversations()
     if num_proc is not None and num_proc > 1:
         if _is_dataset(texts) and hasattr(texts, "map") and hasattr(texts, "__len__"):
-            return _count_dataset_parallel(tokenizer, texts, batch_size, columns, num_proc, size)
-        return _count_in_pool(tokenizer, texts, num_proc, batch_size, columns, progress, size)
-    if _is_dataset(texts):
-        cols = _dataset_columns(texts, columns)
-        batches: Iterator[_Batch] = _dataset_batches(texts, cols, batch_size)
+            counts, n_texts, n_chats = _count_dataset_parallel(
+                tokenizer, texts, batch_size, columns, num_proc, size, chat_kwargs
+            )
+        else:
+            counts, n_texts, n_chats = _count_in_pool(
+                tokenizer, texts, num_proc, batch_size, columns, progress, size, chat_kwargs
+            )
     else:
-        if columns is not None:
-            raise VocabError("'columns' only applies to a datasets.Dataset input")
-        batches = _batches(texts, batch_size)
+        counts, n_texts, n_chats = _count_here(
+            tokenizer, texts, batch_size, columns, progress, size, document, chat_kwargs
+        )
+    if chat_kwargs is not None and n_chats == 0:
+        _no_conversations()
+    return counts, n_texts
+
+
+def _any_conversation(texts: Sequence[Any]) -> bool:
+    from vocab_adapters.planning.chat import is_conversation
+
+    return any(type(item) is not str and is_conversation(item) for item in texts)
+
+
+def _no_conversations() -> None:
+    raise VocabError(
+        "'chat_template_kwargs' applies to conversations (lists of {'role', 'content'} dicts); "
+        "these texts hold none: drop chat_template_kwargs or pass conversations"
+    )
+
+
+def _input_batches(
+    texts: Any, batch_size: int, columns: str | Sequence[str] | None
+) -> Iterator[_Batch]:
+    """The input in batches of items: a dataset's chosen column(s), or any iterable."""
+    if _is_dataset(texts):
+        return _dataset_batches(texts, _dataset_columns(texts, columns), batch_size)
+    if columns is not None:
+        raise VocabError("'columns' only applies to a datasets.Dataset input")
+    return _batches(texts, batch_size)
+
+
+def _count_here(
+    tokenizer: Any,
+    texts: Any,
+    batch_size: int,
+    columns: str | Sequence[str] | None,
+    progress: bool | None,
+    size: int,
+    document: dict[str, Any] | None,
+    chat_kwargs: dict[str, Any] | None,
+) -> tuple[np.ndarray[Any, np.dtype[np.int64]], int, int]:
+    batches = _input_batches(texts, batch_size, columns)
     total = len(texts) if hasattr(texts, "__len__") else None
     counts = np.zeros(size, dtype=np.int64)
     pending: list[np.ndarray[Any, np.dtype[np.int64]]] = []
@@ -343,19 +476,19 @@ def _count_array(
             counts[: high + 1] += np.bincount(flat, minlength=high + 1)
 
     try:
-        with _encoder_for(tokenizer, document) as encode:
+        with _encoder_for(tokenizer, document, chat_kwargs) as encode:
             pieces = encode.pieces
             for batch in batches:
-                kind = _batch_kind(batch)
-                if encode.count_pieces(batch, kind):  # each distinct piece encoded once
-                    if pieces is not None and pieces.full:
-                        pieces.flush(counts)
-                else:
-                    flat = encode(batch, kind)
-                    pending.append(flat)
-                    n_pending += flat.size
-                    if n_pending >= _FLUSH_IDS:  # one bincount per few million ids
-                        flush()
+                for kind, items in _groups(batch, n_texts):
+                    if encode.count_pieces(items, kind):  # each distinct piece encoded once
+                        if pieces is not None and pieces.full:
+                            pieces.flush(counts)
+                    else:
+                        flat = encode(items, kind)
+                        pending.append(flat)
+                        n_pending += flat.size
+                        if n_pending >= _FLUSH_IDS:  # one bincount per few million ids
+                            flush()
                 n_texts += len(batch)
                 if bar is not None:
                     bar.update(len(batch))
@@ -366,25 +499,10 @@ def _count_array(
     finally:
         if bar is not None:
             bar.close()
-    return counts, n_texts
+    return counts, n_texts, encode.conversations
 
 
 _FLUSH_IDS = 1 << 22
-
-
-def _batch_kind(batch: _Batch) -> str:
-    """The one kind of every item of ``batch`` (``VocabError`` if they mix kinds)."""
-    first = batch[0]
-    if type(first) is str and all(type(item) is str for item in batch):
-        return "text"
-    kind = _kind_of(first)
-    for item in batch:
-        if _kind_of(item) != kind:
-            raise VocabError(
-                f"texts mix kinds ({kind} and {_kind_of(item)}); pass one kind: str, "
-                "(str, str) pairs, or pre-split word lists"
-            )
-    return kind
 
 
 def _count_dataset_parallel(
@@ -394,21 +512,29 @@ def _count_dataset_parallel(
     columns: str | Sequence[str] | None,
     num_proc: int,
     size: int,
-) -> tuple[np.ndarray[Any, np.dtype[np.int64]], int]:
+    chat_kwargs: dict[str, Any] | None = None,
+) -> tuple[np.ndarray[Any, np.dtype[np.int64]], int, int]:
     cols = _dataset_columns(dataset, columns)
-    encode = _encoder_for(tokenizer)
+    encode = _encoder_for(tokenizer, chat_kwargs=chat_kwargs)
 
-    def count_batch(rows: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    def count_batch(rows: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
         if len(cols) == 1:
             batch: _Batch = list(rows[cols[0]])
         else:
             batch = list(zip(rows[cols[0]], rows[cols[1]], strict=True))
-        ids, freq = _batch_unique(encode, batch, size)
-        return {"ids": [ids.tolist()], "freq": [freq.tolist()], "n": [len(batch)]}
+        before = encode.conversations
+        ids, freq = _batch_unique(encode, batch, size, indices[0] if indices else 0)
+        return {
+            "ids": [ids.tolist()],
+            "freq": [freq.tolist()],
+            "n": [len(batch)],
+            "chats": [encode.conversations - before],
+        }
 
     shards = dataset.map(
         count_batch,
         batched=True,
+        with_indices=True,
         batch_size=batch_size,
         num_proc=num_proc,
         remove_columns=list(dataset.column_names),
@@ -416,11 +542,12 @@ def _count_dataset_parallel(
         desc="counting tokens",
     )
     counts = np.zeros(size, dtype=np.int64)
-    n_texts = 0
+    n_texts = n_chats = 0
     for row in shards:
         np.add.at(counts, np.asarray(row["ids"], dtype=np.int64), row["freq"])
         n_texts += row["n"]
-    return counts, n_texts
+        n_chats += row["chats"]
+    return counts, n_texts, n_chats
 
 
 def count_tokens(
@@ -431,19 +558,25 @@ def count_tokens(
     columns: str | Sequence[str] | None = None,
     progress: bool | None = None,
     num_proc: int | None = None,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
 ) -> TokenCounts:
     """Count how often each id of ``tokenizer`` occurs in ``texts`` (special tokens included).
 
     Args:
         tokenizer: A Hugging Face tokenizer (fast or slow) or a ``tokenizers.Tokenizer``.
-        texts: Texts (str), text pairs (tuples of two str), pre-split word lists, or a
-            ``datasets.Dataset`` / ``IterableDataset``; any iterable, streamed in batches.
+        texts: Texts (str), text pairs (tuples of two str), pre-split word lists,
+            conversations (lists of ``{"role", "content"}`` dicts, rendered with the chat
+            template), or a ``datasets.Dataset`` / ``IterableDataset``; any iterable, streamed
+            in batches. Each item is classified on its own, so one input may mix them; an
+            item that is none of them raises ``VocabError`` naming its index.
         batch_size: Texts per call of the tokenizer's batch API.
-        columns: For a dataset, the text column, or two columns for pairs (default: ``text``
-            or the only string column).
+        columns: For a dataset, the text column, or two columns for pairs (default:
+            ``messages`` when it holds conversations, else ``text`` or the only string column).
         progress: Show a tqdm bar; default: on a terminal, for long input.
         num_proc: Worker processes: ``Dataset.map(num_proc=...)`` for a ``datasets.Dataset``,
             a process pool (:func:`count_tokens_parallel`) for any other iterable.
+        chat_template_kwargs: Passed to ``tokenizer.apply_chat_template`` for conversations;
+            given while no item is a conversation, it raises ``VocabError``.
 
     Returns:
         Counts carrying ``fingerprint(tokenizer)``, to add up across shards.
@@ -454,7 +587,12 @@ def count_tokens(
     >>> count_tokens(tok, ["a a", "b c"]).counts
     (1, 2, 1)
     """
-    counts, _ = _count_array(tokenizer, texts, batch_size, columns, progress, num_proc)
+    from vocab_adapters.planning.chat import template_kwargs
+
+    kwargs = template_kwargs(chat_template_kwargs)
+    counts, _ = _count_array(
+        tokenizer, texts, batch_size, columns, progress, num_proc, chat_kwargs=kwargs
+    )
     return TokenCounts(len(counts), counts.tolist(), fingerprint(tokenizer))
 
 
@@ -462,35 +600,41 @@ def count_tokens(
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(tokenizer: Any, size: int) -> None:
+def _init_worker(
+    tokenizer: Any, size: int, chat_kwargs: dict[str, Any] | None, templates: bool
+) -> None:
     import os
 
     # One tokenizer thread per process: the pool is the parallelism (unless the user chose).
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _WORKER["encode"] = _encoder_for(tokenizer)
+    _WORKER["encode"] = _encoder_for(tokenizer, chat_kwargs=chat_kwargs, templates=templates)
     _WORKER["size"] = size
 
 
-def _count_batch_in_worker(batch: _Batch) -> tuple[list[int], list[int], int]:
-    ids, freq = _batch_unique(_WORKER["encode"], batch, _WORKER["size"])
-    return ids.tolist(), freq.tolist(), len(batch)
+def _count_batch_in_worker(batch: _Batch, offset: int) -> tuple[list[int], list[int], int, int]:
+    encode: _Encoder = _WORKER["encode"]
+    before = encode.conversations
+    ids, freq = _batch_unique(encode, batch, _WORKER["size"], offset)
+    return ids.tolist(), freq.tolist(), len(batch), encode.conversations - before
 
 
 def _batch_unique(
-    encode: _Encoder, batch: _Batch, size: int
+    encode: _Encoder, batch: _Batch, size: int, offset: int = 0
 ) -> tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.int64]]]:
     """The distinct ids of one batch and their counts (pieces encoded once where allowed)."""
-    kind = _batch_kind(batch)
+    counts = np.zeros(size, dtype=np.int64)
     with encode:
-        if encode.pieces is not None and encode.count_pieces(batch, kind):
-            counts = np.zeros(size, dtype=np.int64)
-            encode.pieces.flush(counts)
-            ids = np.flatnonzero(counts)
-            return ids, counts[ids]
-        flat = encode(batch, kind)
-    check_range(flat, size)
-    ids, freq = np.unique(flat, return_counts=True)
-    return ids, freq
+        for kind, items in _groups(batch, offset):
+            if encode.pieces is not None and encode.count_pieces(items, kind):
+                encode.pieces.flush(counts)
+                continue
+            flat = encode(items, kind)
+            if flat.size:
+                check_range(flat, size)
+                high = int(flat.max())
+                counts[: high + 1] += np.bincount(flat, minlength=high + 1)
+    ids = np.flatnonzero(counts)
+    return ids, counts[ids]
 
 
 def count_tokens_parallel(
@@ -501,6 +645,7 @@ def count_tokens_parallel(
     *,
     columns: str | Sequence[str] | None = None,
     progress: bool | None = None,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
 ) -> TokenCounts:
     """:func:`count_tokens` over ``num_proc`` worker processes, for any iterable of texts.
 
@@ -511,15 +656,20 @@ def count_tokens_parallel(
     num_proc=N)`` (``Dataset.map``) is the same; on a cluster, count shards with
     :func:`count_tokens` on the workers and add the results (see docs/distributed.md).
 
+    Workers get the Rust backend alone where it encodes like the wrapper (they start without
+    importing transformers), unless conversations need the chat template: a list or tuple
+    holding one, a first batch holding one, or ``chat_template_kwargs`` given. A stream whose
+    first conversation comes after its first batch raises ``VocabError`` naming ``num_proc``.
+
     Args:
         tokenizer: As in :func:`count_tokens`; it must pickle (Hugging Face and ``tokenizers``
             tokenizers do).
-        texts: Any iterable of texts, pairs or word lists, or a dataset (``columns`` picks the
-            text column).
+        texts: As in :func:`count_tokens` (``columns`` picks a dataset's text column).
         num_proc: Worker processes (1 counts in this process).
         batch_size: Texts per batch (per task sent to a worker).
         columns: For a dataset, as in :func:`count_tokens`.
         progress: Show a tqdm bar; default: on a terminal, for long input.
+        chat_template_kwargs: As in :func:`count_tokens`.
 
     Returns:
         Counts carrying ``fingerprint(tokenizer)``.
@@ -530,13 +680,23 @@ def count_tokens_parallel(
     if isinstance(num_proc, bool) or not isinstance(num_proc, int) or num_proc < 1:
         raise VocabError(f"'num_proc' must be an int >= 1 (got {num_proc!r})")
     if num_proc == 1:
-        return count_tokens(tokenizer, texts, batch_size, columns=columns, progress=progress)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise VocabError(f"'batch_size' must be an int >= 1 (got {batch_size!r})")
-    if isinstance(texts, (str, bytes)):
-        raise VocabError("'texts' must be an iterable of texts, not a single str; wrap it: [text]")
-    counts, _ = _count_in_pool(tokenizer, texts, num_proc, batch_size, columns, progress)
-    return TokenCounts(len(counts), counts.tolist(), fingerprint(tokenizer))
+        return count_tokens(
+            tokenizer,
+            texts,
+            batch_size,
+            columns=columns,
+            progress=progress,
+            chat_template_kwargs=chat_template_kwargs,
+        )
+    return count_tokens(
+        tokenizer,
+        texts,
+        batch_size,
+        columns=columns,
+        progress=progress,
+        num_proc=num_proc,
+        chat_template_kwargs=chat_template_kwargs,
+    )
 
 
 def _count_in_pool(
@@ -547,27 +707,26 @@ def _count_in_pool(
     columns: str | Sequence[str] | None,
     progress: bool | None,
     size: int | None = None,
-) -> tuple[np.ndarray[Any, np.dtype[np.int64]], int]:
+    chat_kwargs: dict[str, Any] | None = None,
+) -> tuple[np.ndarray[Any, np.dtype[np.int64]], int, int]:
     if size is None:
         size = tokenizer_size(tokenizer)
-    if _is_dataset(texts):
-        batches: Iterator[_Batch] = _dataset_batches(
-            texts, _dataset_columns(texts, columns), batch_size
-        )
-    else:
-        if columns is not None:
-            raise VocabError("'columns' only applies to a datasets.Dataset input")
-        batches = _batches(texts, batch_size)
+    batches = _input_batches(texts, batch_size, columns)
+    first = next(batches, None)
+    if first is not None:
+        batches = chain([first], batches)
     total = len(texts) if isinstance(texts, Sized) else None
     counts = np.zeros(size, dtype=np.int64)
     bar = _progress(total, progress, batch_size)
 
     n_texts = 0
+    n_chats = 0
 
-    def add(result: tuple[list[int], list[int], int]) -> None:
-        nonlocal n_texts
-        ids, freq, n = result
+    def add(result: tuple[list[int], list[int], int, int]) -> None:
+        nonlocal n_texts, n_chats
+        ids, freq, n, chats = result
         n_texts += n
+        n_chats += chats
         np.add.at(counts, np.asarray(ids, dtype=np.int64), np.asarray(freq, dtype=np.int64))
         if bar is not None:
             bar.update(n)
@@ -576,21 +735,30 @@ def _count_in_pool(
     from collections import deque
 
     # Send the Rust backend where it encodes exactly like the wrapper: workers then start
-    # without importing transformers.
+    # without importing transformers. Conversations need the wrapper's chat template.
+    chats = (
+        chat_kwargs is not None
+        or (isinstance(texts, Sequence) and not _is_dataset(texts) and _any_conversation(texts))
+        or (first is not None and _any_conversation(first))
+    )
     backend = backend_of(tokenizer)
     plain = (
-        backend is not None
+        not chats
+        and backend is not None
         and (backend is tokenizer or _uses_plain_backend(tokenizer, backend))
         and not getattr(tokenizer, "split_special_tokens", False)
         and not any(c.__module__ in _CHECKING_ONLY for c in type(tokenizer).__mro__)
     )
     shipped = backend if plain else tokenizer
+    templates = shipped is not backend or backend is tokenizer
     context = multiprocessing.get_context("spawn")
     try:
-        with context.Pool(num_proc, _init_worker, (shipped, size)) as pool:
+        with context.Pool(num_proc, _init_worker, (shipped, size, chat_kwargs, templates)) as pool:
             pending: deque[Any] = deque()
+            offset = 0
             for batch in batches:
-                pending.append(pool.apply_async(_count_batch_in_worker, (batch,)))
+                pending.append(pool.apply_async(_count_batch_in_worker, (batch, offset)))
+                offset += len(batch)
                 if len(pending) >= 2 * num_proc:
                     add(pending.popleft().get())
             while pending:
@@ -598,7 +766,7 @@ def _count_in_pool(
     finally:
         if bar is not None:
             bar.close()
-    return counts, n_texts
+    return counts, n_texts, n_chats
 
 
 def _special_ids(tokenizer: Any, size: int) -> set[int]:
@@ -661,23 +829,30 @@ def plan_from_texts(
     (tokenizer, ``min_count``, number of texts and tokens). Arguments as in
     :func:`count_tokens`.
 
-    Items may also be conversations (lists of ``{"role": ..., "content": ...}`` dicts, or a
-    ``datasets.Dataset`` with a ``messages`` column): they are counted through
+    Every item is classified on its own, so one input may mix texts (str), ``(str, str)``
+    pairs, pre-split word lists and conversations (lists of ``{"role": ..., "content": ...}``
+    dicts; a ``datasets.Dataset`` with a ``messages`` column holds them too); an item that is
+    none of these raises ``VocabError`` naming its index. Conversations are counted through
     ``tokenizer.apply_chat_template(conversation, tokenize=True, **chat_template_kwargs)``
-    (see :mod:`vocab_adapters.planning.chat`). With ``model``, every id its config and generation
+    (see :mod:`vocab_adapters.planning.chat`) into the same counter as the texts, and every option
+    below applies to every kind. ``chat_template_kwargs`` given while no item is a
+    conversation raises ``VocabError``. With ``model``, every id its config and generation
     config name (bos/eos/pad/sep/decoder_start, lists included) is kept too.
-
-    ``max_size`` caps the plan at that many ids: what encoding needs first, then ids by count
-    (highest first, ties by lower id), each with its BPE merge closure, until the next would
-    not fit (see :mod:`vocab_adapters.planning.budget`). Such a plan may drop ids the texts use; the
-    reduced tokenizer then splits those words into kept pieces. A ``max_size`` that binds
-    nothing gives the plan without it; one below what encoding needs raises ``VocabError``.
 
     ``add_tokens`` adds tokens after the kept ids (:meth:`VocabPlan.adding`): a list of
     tokens in the tokenizer's own token form, or an int ``n`` for
-    ``suggest_tokens(tokenizer, texts, n, min_count)``. Kept ids are counted with the original
-    tokenizer all the same. A token the tokenizer already has as one id, an empty string or a
-    duplicate raises ``VocabError``.
+    ``suggest_tokens(tokenizer, texts, n, min_count)`` (conversations suggest from their
+    contents). Kept ids are counted with the original tokenizer all the same. A token the
+    tokenizer already has as one id, an empty string or a duplicate raises ``VocabError``.
+
+    ``max_size`` caps ``new_size``, added tokens included, in this order (see
+    :mod:`vocab_adapters.planning.budget`): what encoding needs first (special and added tokens of
+    the tokenizer, ``keep``, the model's config ids, unk, byte pieces or alphabet, Unigram's lowest
+    piece, BPE merge closure); then the added tokens, in order; then ordinary ids by count (highest
+    first, ties by lower id), each with its BPE merge closure, until the next would not fit. Such a
+    plan may drop ids the texts use; the reduced tokenizer then splits those words into kept pieces.
+    A ``max_size`` that binds nothing gives the plan without it; one below what encoding needs plus
+    the added tokens raises ``VocabError`` naming both numbers, before any text is counted.
 
     >>> from tokenizers import Tokenizer, models, pre_tokenizers
     >>> tok = Tokenizer(models.WordLevel({"<unk>": 0, "a": 1, "b": 2, "c": 3}, "<unk>"))
@@ -689,44 +864,64 @@ def plan_from_texts(
 
     _check_min_count(min_count)
     _check_max_size(max_size)
+    kwargs = chat.template_kwargs(chat_template_kwargs)
     entry, size = _entry_and_size(tokenizer)
     keep_ids = _resolve_keep(tokenizer, keep, size)
     if model is not None:
         keep_ids |= chat.config_token_ids(model, size)
     if isinstance(texts, (str, bytes)):
         raise VocabError("'texts' must be an iterable of texts, not a single str; wrap it: [text]")
-    conversations, texts = chat.split_conversations(texts, columns)
-    if conversations is not None:
-        counts, n_texts = chat.count_conversations(
-            tokenizer, conversations, size, chat_template_kwargs, batch_size
-        )
-        return _plan_from_array(tokenizer, counts, min_count, keep_ids, n_texts, entry, size)
-    if chat_template_kwargs is not None:
-        raise VocabError(
-            "'chat_template_kwargs' applies to conversations (lists of {'role', 'content'} "
-            "dicts); these texts are not conversations"
-        )
-    if isinstance(add_tokens, int) and not isinstance(texts, (list, tuple)):
+    if _wants_suggestions(add_tokens) and not (
+        isinstance(texts, (list, tuple)) or _is_dataset(texts)
+    ):
         texts = list(texts)  # read twice: suggestions, then counts
-    add_tokens = _resolve_add_tokens(tokenizer, texts, add_tokens, min_count)
+    added = _resolve_add_tokens(tokenizer, texts, add_tokens, min_count, columns)
+    if max_size is not None:
+        _check_room(tokenizer, entry, size, keep_ids, max_size, len(added))
     document = entry.document if entry is not None else None
     counts, n_texts = _count_array(
-        tokenizer, texts, batch_size, columns, progress, num_proc, size, document
+        tokenizer, texts, batch_size, columns, progress, num_proc, size, document, kwargs
     )
-    plan = _plan_from_array(tokenizer, counts, min_count, keep_ids, n_texts, entry, size, max_size)
-    return plan.adding(add_tokens) if add_tokens else plan
+    return _plan_from_array(
+        tokenizer, counts, min_count, keep_ids, n_texts, entry, size, max_size, added
+    )
+
+
+def _wants_suggestions(add_tokens: Any) -> bool:
+    return isinstance(add_tokens, int) and not isinstance(add_tokens, bool)
 
 
 def _resolve_add_tokens(
-    tokenizer: Any, texts: Any, add_tokens: Sequence[str] | int | None, min_count: int
+    tokenizer: Any,
+    texts: Any,
+    add_tokens: Sequence[str] | int | None,
+    min_count: int,
+    columns: str | Sequence[str] | None = None,
 ) -> list[str]:
-    """The tokens to add: the list given (checked), or ``n`` suggestions."""
+    """The tokens to add: the list given (checked), or ``n`` suggestions from ``texts``."""
     if add_tokens is None:
         return []
-    if isinstance(add_tokens, int) and not isinstance(add_tokens, bool):
-        from vocab_adapters.planning.suggest import suggest_tokens
+    if _wants_suggestions(add_tokens):
+        from vocab_adapters.planning.suggest import suggest_with_reasons
 
-        return suggest_tokens(tokenizer, texts, add_tokens, min_count)
+        assert isinstance(add_tokens, int)
+        if add_tokens < 0:
+            raise VocabError(f"'add_tokens' as a number must be >= 0 (got {add_tokens})")
+        if add_tokens == 0:
+            return []
+        items = (
+            chain.from_iterable(_input_batches(texts, 1000, columns))
+            if _is_dataset(texts)
+            else texts
+        )
+        tokens, why = suggest_with_reasons(tokenizer, items, add_tokens, min_count)
+        if why is not None:
+            raise VocabError(
+                f"'add_tokens' {add_tokens} found no token this tokenizer can add: the texts' "
+                f"words of several pieces cannot be added ({why}); pass tokens of two pieces "
+                "as add_tokens=[...], or load a tokenizer that can add them"
+            )
+        return tokens
     from vocab_adapters.tokenization.added_tokens import check_new_tokens
 
     if isinstance(add_tokens, (str, bytes)) or not isinstance(add_tokens, Iterable):
@@ -814,20 +1009,18 @@ def _entry_and_size(tokenizer: Any) -> tuple[Any, int]:
     return entry, entry.size(backend)
 
 
-def _plan_from_array(
-    tokenizer: Any,
-    counts: np.ndarray[Any, np.dtype[np.int64]],
-    min_count: int,
-    keep_ids: set[int],
-    n_texts: int | None,
-    entry: Any,
-    size: int,
-    max_size: int | None = None,
-) -> VocabPlan:
+def _closer(
+    tokenizer: Any, entry: Any, size: int, keep_ids: set[int]
+) -> tuple[str | None, Callable[[VocabPlan], VocabPlan], set[int]]:
+    """``(fingerprint, close, ids encoding needs)``: ``close`` adds the BPE merge closure.
+
+    The ids are ``keep_ids`` plus the special and added tokens and the unk token; ``close``
+    adds byte pieces or the byte alphabet, Unigram's lowest piece and the merge closure.
+    """
     from vocab_adapters.planning.budget import unk_ids
 
     document = entry.document if entry is not None else None
-    keep_ids = keep_ids | _special_ids(tokenizer, size) | unk_ids(tokenizer, document)
+    needed = keep_ids | _special_ids(tokenizer, size) | unk_ids(tokenizer, document)
     if entry is not None:
         from vocab_adapters.stages.fast_tokenizer import close_plan_with_document
 
@@ -843,6 +1036,37 @@ def _plan_from_array(
         def close(p: VocabPlan) -> VocabPlan:
             return close_plan(p, tokenizer)
 
+    return stamp, close, needed
+
+
+def _check_room(
+    tokenizer: Any, entry: Any, size: int, keep_ids: set[int], max_size: int, added: int
+) -> None:
+    """Fail before counting when what encoding needs plus ``added`` exceeds ``max_size``."""
+    from vocab_adapters.planning.budget import check_room
+
+    stamp, close, needed = _closer(tokenizer, entry, size, keep_ids)
+    check_room(close(VocabPlan(size, sorted(needed), stamp)).new_size, added, max_size)
+
+
+def _plan_from_array(
+    tokenizer: Any,
+    counts: np.ndarray[Any, np.dtype[np.int64]],
+    min_count: int,
+    keep_ids: set[int],
+    n_texts: int | None,
+    entry: Any,
+    size: int,
+    max_size: int | None = None,
+    added: Sequence[str] = (),
+) -> VocabPlan:
+    """The plan from per-id ``counts`` and the options: the one place a plan is built.
+
+    What encoding needs (``keep_ids``, special and added tokens, unk, closure), then the ids
+    counted ``min_count`` times or more, closed; with ``max_size``, :func:`fit_budget` takes
+    ids by count into what ``added`` leaves of it; ``added`` comes last, in order.
+    """
+    stamp, close, keep_ids = _closer(tokenizer, entry, size, keep_ids)
     metadata: dict[str, Any] = {"tokenizer": _name_of(tokenizer), "min_count": min_count}
     if n_texts is not None:
         metadata["num_texts"] = n_texts
@@ -850,10 +1074,10 @@ def _plan_from_array(
     chosen = np.flatnonzero(counts >= min_count).tolist()
     plan = VocabPlan(size, sorted(keep_ids.union(chosen)), stamp, metadata)
     closed = close(plan)
-    if max_size is None or closed.new_size <= max_size:
-        return closed
-    from vocab_adapters.planning.budget import fit_budget
+    if max_size is not None and closed.new_size + len(added) > max_size:
+        from vocab_adapters.planning.budget import fit_budget
 
-    base = close(VocabPlan(size, sorted(keep_ids), plan.fingerprint))
-    base = base.with_metadata(**metadata, max_size=max_size)
-    return fit_budget(tokenizer, base, counts, min_count, max_size, close)
+        base = close(VocabPlan(size, sorted(keep_ids), plan.fingerprint))
+        base = base.with_metadata(**metadata, max_size=max_size)
+        closed = fit_budget(tokenizer, base, counts, min_count, max_size, close, len(added))
+    return closed.adding(added) if added else closed

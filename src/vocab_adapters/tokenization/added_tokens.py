@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -207,7 +208,11 @@ def _unk_piece_ids(model: Mapping[str, Any], vocab: Mapping[str, int]) -> set[in
 
 
 def _add_bpe(
-    model: dict[str, Any], tokens: Sequence[str], ids: Sequence[int], skip: set[str]
+    model: dict[str, Any],
+    tokens: Sequence[str],
+    ids: Sequence[int],
+    skip: set[str],
+    document: dict[str, Any] | None = None,
 ) -> None:
     vocab: dict[str, int] = model["vocab"]
     merges: list[Any] = model.setdefault("merges", [])
@@ -250,11 +255,90 @@ def _add_bpe(
             token, n = lookup_whole[0]
             raise VocabError(
                 f"cannot make {token!r} reachable in this BPE tokenizer: BPE splits it into {n} "
-                "pieces, and joining more than two pieces needs intermediate tokens, while "
-                f"whole-word lookup (ignore_merges) would change how {blocker!r} encodes; add a "
-                "shorter prefix of it first so that it is two pieces, or leave it out"
+                "pieces; merges join two pieces only (more would need intermediate tokens, "
+                "which have no ids and would change words holding part of it), and whole-word "
+                f"lookup (ignore_merges) would change how {blocker!r} encodes, since BPE does "
+                "not build that token from its own text. BPE models where this happens: "
+                "continuing-subword-prefix / end-of-word-suffix models, and sentencepiece-"
+                "converted BPE whose tokens do not all encode to themselves. Add a shorter "
+                "prefix of it first so that it is two pieces, or leave it out"
             )
         model["ignore_merges"] = True
+        if document is not None:
+            _cut_metaspace_words(document, model)
+
+
+_WORD_START = re.compile("[^▁]▁")
+# Pre-tokens at "▁" boundaries: text before the first "▁", then each run of "▁" with its word.
+_METASPACE_WORDS = {
+    "type": "Split",
+    "pattern": {"Regex": "[^▁]+|▁+[^▁]*"},
+    "behavior": "Isolated",
+    "invert": False,
+}
+
+
+def _whole_text_metaspace(document: Mapping[str, Any]) -> bool:
+    """Whether the document writes spaces as "▁" and keeps several words one pre-token.
+
+    Llama 2 / Mistral v1 / Gemma as converted from sentencepiece: a Prepend + Replace
+    normalizer (or Replace alone, or ``Metaspace(split=False)``) and no pre-tokenizer that
+    cuts, so a whole text is one pre-token.
+    """
+    from tokenizers import Tokenizer
+
+    shell: dict[str, Any] = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [],
+        "normalizer": document.get("normalizer"),
+        "pre_tokenizer": document.get("pre_tokenizer"),
+        "post_processor": None,
+        "decoder": None,
+        "model": {"type": "BPE", "vocab": {}, "merges": []},
+    }
+    try:
+        backend = Tokenizer.from_str(json.dumps(shell))
+    except Exception:  # tokenizers raises plain Exception subclasses
+        return False
+    text = "ab cd"
+    if backend.normalizer is not None:
+        text = backend.normalizer.normalize_str(text)
+    pre = backend.pre_tokenizer
+    parts = [p for p, _ in pre.pre_tokenize_str(text)] if pre is not None else [text]
+    return len(parts) == 1 and "▁" in parts[0] and " " not in parts[0]
+
+
+def _cut_metaspace_words(document: dict[str, Any], model: Mapping[str, Any]) -> None:
+    """Cut pre-tokens at "▁" word starts where that changes no encoding.
+
+    Whole-word lookup acts on whole pre-tokens, and a Llama 2 style tokenizer has one per
+    text; so that ``"▁ibuprofen"`` reaches its id inside a sentence, a ``Split`` appended to
+    the pre-tokenizer cuts before each run of "▁" that follows another character. That is
+    exact when no token holds "▁" after another character (sentencepiece trained with
+    whitespace splitting): BPE then never merges across such a cut, so every text encodes to
+    the same pieces; only ``word_ids`` now count words. Otherwise nothing is cut and an
+    added token is reached where it is the whole text.
+    """
+    if not _whole_text_metaspace(document):
+        return
+    vocab = _vocab(model)
+    if "▁" not in vocab or any(_crosses_word_start(token) for token in vocab):
+        return
+    pre = document.get("pre_tokenizer")
+    cut = dict(_METASPACE_WORDS)
+    if pre is None:
+        document["pre_tokenizer"] = cut
+    elif pre.get("type") == "Sequence":
+        pre["pretokenizers"] = [*pre.get("pretokenizers", []), cut]
+    else:
+        document["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [pre, cut]}
+
+
+def _crosses_word_start(token: str) -> bool:
+    """Whether ``token`` holds "▁" right after another character (a merge across words)."""
+    return _WORD_START.search(token) is not None
 
 
 def _add_unigram(
@@ -356,7 +440,7 @@ def add_to_tokenizer_json(
         for token, i in zip(tokens, ids, strict=True):
             vocab[token] = i
     elif kind == "BPE":
-        _add_bpe(model, tokens, ids, set(added_contents))
+        _add_bpe(model, tokens, ids, set(added_contents), out)
     elif kind == "Unigram":
         _add_unigram(model, tokens, ids, filler)
     else:

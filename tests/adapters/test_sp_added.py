@@ -13,14 +13,14 @@ from fixtures.slow_tokenizers import V5, SlowCase
 from fixtures.tiny_bert import tiny_bert
 from vocab_adapters import apply_plan, plan_from_texts, revert_plan, suggest_tokens
 from vocab_adapters.stages import slow_tokenizer
-from vocab_adapters.stages.slow_tokenizer import _sp_processor, slow_token_pieces
+from vocab_adapters.stages.slow_tokenizer import slow_token_pieces, sp_processor
 from vocabcore import VocabError, VocabPlan
 
 SP_CASES = ["xlmr_unigram", "xlmr_bpe", "deberta_unigram", "deberta_bpe"]
 
 
 def _proto_bytes(tok: Any) -> bytes:
-    found = _sp_processor(tok)
+    found = sp_processor(tok)
     assert found is not None
     data: bytes = found[1].serialized_model_proto()
     return data

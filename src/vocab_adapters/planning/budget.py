@@ -95,7 +95,7 @@ def closure_pricer(tokenizer: Any) -> Callable[[int], set[int]]:
     from vocab_adapters.stages import slow_tokenizer
 
     if slow_tokenizer.supports(tokenizer):
-        found = slow_tokenizer._merges_and_vocab(tokenizer)
+        found = slow_tokenizer.merges_and_vocab(tokenizer)
         if found is not None:
             merges, vocab = found
             return _bpe_pricer(vocab, merges, None, None)

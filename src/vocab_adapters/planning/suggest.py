@@ -140,17 +140,22 @@ def _metaspace_only(backend: Any) -> bool:
 
 
 def _slow_words(tokenizer: Any, texts: Iterable[Any]) -> tuple[Counter[tuple[str, ...]], str]:
-    from vocab_adapters.stages.slow_tokenizer import _BYTE_BPE, _SENTENCEPIECE, _WORDPIECE, _family
+    from vocab_adapters.stages.slow_tokenizer import (
+        BYTE_BPE,
+        SENTENCEPIECE,
+        WORDPIECE,
+        tokenizer_family,
+    )
 
-    family = _family(tokenizer)
+    family = tokenizer_family(tokenizer)
     words: Counter[tuple[str, ...]] = Counter()
-    if family == _WORDPIECE:
+    if family == WORDPIECE:
         for batch in _batches(texts, 1000):
             for text in batch:
                 for word in tokenizer.basic_tokenizer.tokenize(text):
                     words[tuple(tokenizer.wordpiece_tokenizer.tokenize(word))] += 1
         return words, family
-    if family == _BYTE_BPE:
+    if family == BYTE_BPE:
         encoder = tokenizer.byte_encoder
         for batch in _batches(texts, 1000):
             for text in batch:
@@ -160,12 +165,12 @@ def _slow_words(tokenizer: Any, texts: Iterable[Any]) -> tuple[Counter[tuple[str
                     chars = "".join(encoder[b] for b in word.encode("utf-8"))
                     words[tuple(tokenizer.bpe(chars).split(" "))] += 1
         return words, family
-    if family == _SENTENCEPIECE:
-        from vocab_adapters.stages.slow_tokenizer import _sp_processor, _sp_proto
+    if family == SENTENCEPIECE:
+        from vocab_adapters.stages.slow_tokenizer import sp_processor, sp_proto
 
-        found = _sp_processor(tokenizer)
+        found = sp_processor(tokenizer)
         assert found is not None
-        normal = {p.piece for p in _sp_proto(found[1]).pieces if p.type == 1}  # NORMAL pieces
+        normal = {p.piece for p in sp_proto(found[1]).pieces if p.type == 1}  # NORMAL pieces
         for batch in _batches(texts, 1000):
             for text in batch:
                 _sentencepiece_words(tokenizer, text, words, normal)
@@ -281,25 +286,30 @@ def suggest_with_reasons(
 
 def _bpe_limits(document: dict[str, Any]) -> tuple[bool, set[str]]:
     """(only two-piece pre-tokens can be added, pieces that rule a pre-token out)."""
-    from vocab_adapters.tokenization.added_tokens import _self_encoding, _unk_piece_ids
+    from vocab_adapters.tokenization.added_tokens import self_encoding, unk_piece_ids
 
     model = document["model"]
     vocab = model["vocab"]
     names = {i: t for t, i in vocab.items()}
-    bad = {names[i] for i in _unk_piece_ids(model, vocab) if i in names}
+    bad = {names[i] for i in unk_piece_ids(model, vocab) if i in names}
     if model.get("ignore_merges"):
         return False, bad
     skip = {str(a.get("content")) for a in document.get("added_tokens") or ()}
-    return _self_encoding(model, skip) is not None, bad
+    return self_encoding(model, skip) is not None, bad
 
 
 def _sentencepiece_unigram(tokenizer: Any) -> bool:
     """Whether ``tokenizer`` is a slow sentencepiece Unigram one (any word can be added)."""
-    from vocab_adapters.stages.slow_tokenizer import _SENTENCEPIECE, _SP_BPE, _family, _sp_processor
+    from vocab_adapters.stages.slow_tokenizer import (
+        SENTENCEPIECE,
+        SP_BPE,
+        sp_processor,
+        tokenizer_family,
+    )
 
-    found = _sp_processor(tokenizer) if _family(tokenizer) == _SENTENCEPIECE else None
+    found = sp_processor(tokenizer) if tokenizer_family(tokenizer) == SENTENCEPIECE else None
     if found is None:
         return False
-    from vocab_adapters.stages.slow_tokenizer import _sp_proto
+    from vocab_adapters.stages.slow_tokenizer import sp_proto
 
-    return bool(_sp_proto(found[1]).trainer_spec.model_type != _SP_BPE)
+    return bool(sp_proto(found[1]).trainer_spec.model_type != SP_BPE)

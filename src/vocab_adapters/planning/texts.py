@@ -30,7 +30,15 @@ from vocab_adapters.tokenization.tokenizer_backend import (
 )
 from vocabcore import PlanMismatchError, TokenCounts, VocabError, VocabPlan
 
-__all__ = ["count_tokens", "count_tokens_parallel", "plan_from_counts", "plan_from_texts"]
+__all__ = [
+    "count_tokens",
+    "count_tokens_parallel",
+    "plan_from_counts",
+    "plan_from_texts",
+    "resolve_keep",
+    "settings_kept",
+    "uses_plain_backend",
+]
 
 _Batch = list[Any]
 
@@ -163,7 +171,7 @@ _CHECKING_ONLY = frozenset(
 _ENCODING_METHODS = ("__call__", "_call_one", "_encode_plus", "_batch_encode_plus", "encode_plus")
 
 
-def _uses_plain_backend(tokenizer: Any, backend: Any) -> bool:
+def uses_plain_backend(tokenizer: Any, backend: Any) -> bool:
     """Whether ``tokenizer(batch)`` gives the backend's ids (no override that changes them)."""
     try:
         from transformers import PreTrainedTokenizerFast
@@ -208,7 +216,7 @@ def _backend_settings(tokenizer: Any, backend: Any) -> Iterator[None]:
 
 
 @contextmanager
-def _settings_kept(backend: Any) -> Iterator[None]:
+def settings_kept(backend: Any) -> Iterator[None]:
     """Restore the backend's padding and truncation, which HF's ``__call__`` overwrites."""
     if backend is None:
         yield
@@ -254,7 +262,7 @@ class _Encoder:
         self.backend = (
             backend
             if backend is not None
-            and (backend is tokenizer or _uses_plain_backend(tokenizer, backend))
+            and (backend is tokenizer or uses_plain_backend(tokenizer, backend))
             else None
         )
         self._settings: Any = None
@@ -328,14 +336,14 @@ class _Encoder:
             )
         self.conversations += len(batch)
         # the template may need the wrapper's own settings (padding side, truncation)
-        with _settings_kept(self.backend):
+        with settings_kept(self.backend):
             return conversation_ids(self.tokenizer, batch, self.chat_kwargs)
 
     def _encode_hf(self, batch: _Batch, kind: str) -> list[list[int]]:
         options: dict[str, Any] = {"add_special_tokens": True, "truncation": False}
         if kind in ("words", "word_pair"):
             options["is_split_into_words"] = True
-        with _settings_kept(backend_of(self.tokenizer)):
+        with settings_kept(backend_of(self.tokenizer)):
             if kind in ("pair", "word_pair"):
                 first = [a for a, _ in batch]
                 second = [b for _, b in batch]
@@ -745,7 +753,7 @@ def _count_in_pool(
     plain = (
         not chats
         and backend is not None
-        and (backend is tokenizer or _uses_plain_backend(tokenizer, backend))
+        and (backend is tokenizer or uses_plain_backend(tokenizer, backend))
         and not getattr(tokenizer, "split_special_tokens", False)
         and not any(c.__module__ in _CHECKING_ONLY for c in type(tokenizer).__mro__)
     )
@@ -781,7 +789,8 @@ def _special_ids(tokenizer: Any, size: int) -> set[int]:
     return {int(i) for i in ids if 0 <= int(i) < size}
 
 
-def _resolve_keep(tokenizer: Any, keep: Iterable[int | str], size: int) -> set[int]:
+def resolve_keep(tokenizer: Any, keep: Iterable[int | str], size: int) -> set[int]:
+    """The ids ``keep`` names (ids, or tokens looked up in ``tokenizer``), all below ``size``."""
     out: set[int] = set()
     vocab: dict[str, int] | None = None
     for item in keep:
@@ -866,7 +875,7 @@ def plan_from_texts(
     _check_max_size(max_size)
     kwargs = chat.template_kwargs(chat_template_kwargs)
     entry, size = _entry_and_size(tokenizer)
-    keep_ids = _resolve_keep(tokenizer, keep, size)
+    keep_ids = resolve_keep(tokenizer, keep, size)
     if model is not None:
         keep_ids |= chat.config_token_ids(model, size)
     if isinstance(texts, (str, bytes)):
@@ -980,7 +989,7 @@ def plan_from_counts(
             f"fingerprint {counts.fingerprint!r}; this tokenizer: {size}, {expected!r}); count "
             "every shard with this tokenizer"
         )
-    keep_ids = _resolve_keep(tokenizer, keep, size)
+    keep_ids = resolve_keep(tokenizer, keep, size)
     array = np.asarray(counts.counts, dtype=np.int64)
     return _plan_from_array(tokenizer, array, min_count, keep_ids, None, entry, size, max_size)
 

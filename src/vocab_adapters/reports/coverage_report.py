@@ -86,16 +86,16 @@ def _check_texts(texts: Any) -> list[str]:
 
 def _encode(tokenizer: Any, texts: list[str], batch_size: int = 1000) -> list[list[int]]:
     """Ids of each text, without the post-processor's special tokens, padding or truncation."""
-    from vocab_adapters.planning.texts import _settings_kept, _uses_plain_backend
+    from vocab_adapters.planning.texts import settings_kept, uses_plain_backend
 
     backend = backend_of(tokenizer)
     out: list[list[int]] = []
-    with _settings_kept(backend):
+    with settings_kept(backend):
         if backend is not None:
             backend.no_padding()
             backend.no_truncation()
         plain = backend is not None and (
-            backend is tokenizer or _uses_plain_backend(tokenizer, backend)
+            backend is tokenizer or uses_plain_backend(tokenizer, backend)
         )
         for start in range(0, len(texts), batch_size):
             batch = texts[start : start + batch_size]
@@ -195,7 +195,7 @@ def _segmentation_rules(tokenizer: Any) -> tuple[str, dict[str, tuple[str, str]]
     else:
         from vocab_adapters.stages import slow_tokenizer
 
-        found = slow_tokenizer._merges_and_vocab(tokenizer)
+        found = slow_tokenizer.merges_and_vocab(tokenizer)
         if found is not None:
             kind, merges = "bpe", found[0]
         elif isinstance(vars(tokenizer).get("ids_to_tokens"), dict):
@@ -310,7 +310,7 @@ def coverage_curve(
             (``prefer.new_size`` then keeps exactly ``prefer.kept``).
     """
     from vocab_adapters.planning.budget import budget_order, closure_pricer
-    from vocab_adapters.planning.texts import _resolve_keep, plan_from_counts
+    from vocab_adapters.planning.texts import plan_from_counts, resolve_keep
     from vocab_adapters.tokenization.tokenizer_backend import fingerprint
 
     items = _check_texts(texts)
@@ -318,7 +318,7 @@ def coverage_curve(
     encoded = _encode(tokenizer, items, batch_size)
     flat = np.fromiter((i for ids in encoded for i in ids), dtype=np.int64)
     counts = np.bincount(flat, minlength=size) if flat.size else np.zeros(size, np.int64)
-    keep_ids = sorted(_resolve_keep(tokenizer, keep, size))
+    keep_ids = sorted(resolve_keep(tokenizer, keep, size))
     zero = TokenCounts(size, [0] * size, fingerprint(tokenizer))
     base = plan_from_counts(tokenizer, zero, keep=keep_ids)
     ranking = counts if order is None else np.asarray(order.counts, dtype=np.int64)

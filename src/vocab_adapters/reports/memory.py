@@ -229,7 +229,7 @@ def _tensors(model: nn.Module, dtype: torch.dtype | None) -> tuple[list[_Tensor]
 
     A tensor that ``apply_plan`` would slice carries its vocabulary rows.
     """
-    from vocab_adapters.stages.embeddings import _slots, _vocab_dim
+    from vocab_adapters.stages.embeddings import tensor_slots, vocab_dim
 
     get_input = getattr(model, "get_input_embeddings", None)
     embedding = get_input() if callable(get_input) else None
@@ -247,14 +247,14 @@ def _tensors(model: nn.Module, dtype: torch.dtype | None) -> tuple[list[_Tensor]
             roles.setdefault(id(bias), "output bias")
 
     by_id: dict[int, tuple[torch.Tensor, list[Any]]] = {}
-    for slot, tensor in _slots(model):
+    for slot, tensor in tensor_slots(model):
         if slot.is_param:
             by_id.setdefault(id(tensor), (tensor, []))[1].append(slot)
     found: list[_Tensor] = []
     for key, (tensor, slots) in by_id.items():
         vocab = bool(rows) and rows in tensor.shape
         if vocab:
-            dim = _vocab_dim(slots, tensor, rows, roles.get(key))
+            dim = vocab_dim(slots, tensor, rows, roles.get(key))
             vocab = dim is not None and tensor.shape[dim] == rows
         itemsize = tensor.element_size()
         if dtype is not None and tensor.is_floating_point():
@@ -415,15 +415,15 @@ def _layer_bytes(config: Any, batch: int, seq: int, itemsize: int, has_output: b
 
 def _buffer_bytes(model: nn.Module, rows: int, dtype: torch.dtype | None) -> int:
     """Full-size bytes of the vocabulary-sized buffers (BART's ``final_logits_bias``)."""
-    from vocab_adapters.stages.embeddings import _slots, _vocab_dim
+    from vocab_adapters.stages.embeddings import tensor_slots, vocab_dim
 
     by_id: dict[int, tuple[torch.Tensor, list[Any]]] = {}
-    for slot, tensor in _slots(model):
+    for slot, tensor in tensor_slots(model):
         if not slot.is_param and rows in tensor.shape:
             by_id.setdefault(id(tensor), (tensor, []))[1].append(slot)
     total = 0
     for tensor, slots in by_id.values():
-        if _vocab_dim(slots, tensor, rows, None) is None:
+        if vocab_dim(slots, tensor, rows, None) is None:
             continue
         itemsize = tensor.element_size()
         if dtype is not None and tensor.is_floating_point():

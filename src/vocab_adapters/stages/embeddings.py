@@ -85,6 +85,8 @@ __all__ = [
     "VocabSizedTensorWarning",
     "apply",
     "prepare",
+    "tensor_slots",
+    "vocab_dim",
 ]
 
 
@@ -150,7 +152,8 @@ class _AttrChange:
     new: Any
 
 
-def _slots(model: nn.Module) -> Iterator[tuple[_Slot, torch.Tensor]]:
+def tensor_slots(model: nn.Module) -> Iterator[tuple[_Slot, torch.Tensor]]:
+    """Every parameter and buffer slot of ``model`` (shared modules once), with its tensor."""
     seen: set[tuple[int, str]] = set()
     for prefix, module in model.named_modules(remove_duplicate=False):
         for is_param, table in (
@@ -196,7 +199,7 @@ def _is_declared(name: str, patterns: list[str]) -> bool:
     return False
 
 
-def _vocab_dim(slots: list[_Slot], tensor: torch.Tensor, rows: int, role: str | None) -> int | None:
+def vocab_dim(slots: list[_Slot], tensor: torch.Tensor, rows: int, role: str | None) -> int | None:
     """The dimension to slice, or ``None`` when the tensor is not a known vocabulary tensor."""
     if role is not None:
         return 0
@@ -638,7 +641,7 @@ def _vocabulary_tensors(
 ) -> tuple[list[_Found], list[str]]:
     """Every distinct tensor to reduce (grouped by identity), and the ones left alone."""
     by_id: dict[int, tuple[torch.Tensor, list[_Slot]]] = {}
-    for slot, tensor in _slots(model):
+    for slot, tensor in tensor_slots(model):
         by_id.setdefault(id(tensor), (tensor, []))[1].append(slot)
     roles = {id(heads.weight): "input embeddings"}
     for head, role in ((heads.output_weight, "output embeddings"), (heads.output_bias, "bias")):
@@ -649,7 +652,7 @@ def _vocabulary_tensors(
     for key, (tensor, slots) in by_id.items():
         if heads.rows not in tensor.shape or key in handled:
             continue
-        dim = _vocab_dim(slots, tensor, heads.rows, roles.get(key))
+        dim = vocab_dim(slots, tensor, heads.rows, roles.get(key))
         if dim is None:
             skipped.extend(slot.qualname for slot in slots)
         else:

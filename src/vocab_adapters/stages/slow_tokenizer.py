@@ -36,24 +36,32 @@ from vocab_adapters.tokenization.tokenizer_backend import (
 from vocabcore import PlanMismatchError, VocabError, VocabPlan
 
 __all__ = [
+    "BYTE_BPE",
+    "SENTENCEPIECE",
+    "SP_BPE",
     "SlowTokenizerApplied",
     "SlowTokenizerPrepared",
+    "WORDPIECE",
     "apply",
     "close_plan",
+    "merges_and_vocab",
     "prepare",
     "slow_token_pieces",
+    "sp_processor",
+    "sp_proto",
     "supports",
+    "tokenizer_family",
 ]
 
-_WORDPIECE, _BYTE_BPE, _SENTENCEPIECE = "WordPiece", "byte-level BPE", "SentencePiece"
+WORDPIECE, BYTE_BPE, SENTENCEPIECE = "WordPiece", "byte-level BPE", "SentencePiece"
 # sentencepiece ModelProto.SentencePiece.Type and TrainerSpec.ModelType values
-_SP_NORMAL, _SP_UNKNOWN, _SP_BPE = 1, 2, 2
+_SP_NORMAL, _SP_UNKNOWN, SP_BPE = 1, 2, 2
 
 
 # -- detection ------------------------------------------------------------------------------------
 
 
-def _sp_processor(tokenizer: Any) -> tuple[Any, Any] | None:
+def sp_processor(tokenizer: Any) -> tuple[Any, Any] | None:
     """``(owner, processor)``: the object holding the sentencepiece processor, and the processor."""
     import sentencepiece
 
@@ -67,7 +75,8 @@ def _sp_processor(tokenizer: Any) -> tuple[Any, Any] | None:
     return None
 
 
-def _family(tokenizer: Any) -> str | None:
+def tokenizer_family(tokenizer: Any) -> str | None:
+    """``WORDPIECE``, ``BYTE_BPE`` or ``SENTENCEPIECE`` for a supported slow tokenizer, or None."""
     if backend_of(tokenizer) is not None:
         return None  # fast tokenizer: vocab_adapters.stages.fast_tokenizer
     state = getattr(tokenizer, "__dict__", {})
@@ -75,14 +84,14 @@ def _family(tokenizer: Any) -> str | None:
         getattr(tokenizer, "convert_ids_to_tokens", None)
     ):
         return None
-    if _sp_processor(tokenizer) is not None:
-        return _SENTENCEPIECE
+    if sp_processor(tokenizer) is not None:
+        return SENTENCEPIECE
     if all(isinstance(state.get(n), dict) for n in ("encoder", "decoder", "bpe_ranks")) and (
         "byte_encoder" in state
     ):
-        return _BYTE_BPE
+        return BYTE_BPE
     if isinstance(state.get("vocab"), dict) and isinstance(state.get("ids_to_tokens"), dict):
-        return _WORDPIECE
+        return WORDPIECE
     return None
 
 
@@ -94,7 +103,7 @@ def supports(tokenizer: Any) -> bool:
     >>> supports(object())
     False
     """
-    return _family(tokenizer) is not None
+    return tokenizer_family(tokenizer) is not None
 
 
 # -- merges and closure ---------------------------------------------------------------------------
@@ -105,7 +114,8 @@ def _byte_bpe_merges(tokenizer: Any) -> list[tuple[str, str]]:
     return sorted(ranks, key=ranks.__getitem__)
 
 
-def _sp_proto(processor: Any) -> Any:
+def sp_proto(processor: Any) -> Any:
+    """The ``ModelProto`` of a sentencepiece processor (a copy, parsed from its bytes)."""
     from sentencepiece import sentencepiece_model_pb2
 
     proto_class: Any = getattr(sentencepiece_model_pb2, "ModelProto")  # noqa: B009 (generated)
@@ -137,21 +147,21 @@ def _sp_merges(proto: Any) -> list[tuple[str, str]]:
 
 def _sp_unknown_id(tokenizer: Any) -> int | None:
     """Tokenizer id of the unknown piece of a sentencepiece model."""
-    found = _sp_processor(tokenizer) if _family(tokenizer) == _SENTENCEPIECE else None
+    found = sp_processor(tokenizer) if tokenizer_family(tokenizer) == SENTENCEPIECE else None
     if found is None:
         return None
-    proto = _sp_proto(found[1])
+    proto = sp_proto(found[1])
     unknown = [i for i, p in enumerate(proto.pieces) if p.type == _SP_UNKNOWN]
     return unknown[0] + _fairseq_offset(tokenizer) if unknown else None
 
 
 def _lowest_unigram_id(tokenizer: Any) -> int | None:
     """Tokenizer id of the lowest-scoring normal piece of a sentencepiece Unigram model."""
-    found = _sp_processor(tokenizer) if _family(tokenizer) == _SENTENCEPIECE else None
+    found = sp_processor(tokenizer) if tokenizer_family(tokenizer) == SENTENCEPIECE else None
     if found is None:
         return None
-    proto = _sp_proto(found[1])
-    if proto.trainer_spec.model_type == _SP_BPE:
+    proto = sp_proto(found[1])
+    if proto.trainer_spec.model_type == SP_BPE:
         return None
     normal = [i for i, p in enumerate(proto.pieces) if p.type == _SP_NORMAL]
     if not normal:
@@ -159,16 +169,16 @@ def _lowest_unigram_id(tokenizer: Any) -> int | None:
     return min(normal, key=lambda i: (proto.pieces[i].score, i)) + _fairseq_offset(tokenizer)
 
 
-def _merges_and_vocab(tokenizer: Any) -> tuple[list[tuple[str, str]], dict[str, int]] | None:
+def merges_and_vocab(tokenizer: Any) -> tuple[list[tuple[str, str]], dict[str, int]] | None:
     """The merges a plan must be closed under, and token → id, or ``None`` if none apply."""
-    family = _family(tokenizer)
-    if family == _BYTE_BPE:
+    family = tokenizer_family(tokenizer)
+    if family == BYTE_BPE:
         return _byte_bpe_merges(tokenizer), dict(tokenizer.encoder)
-    if family == _SENTENCEPIECE:
-        found = _sp_processor(tokenizer)
+    if family == SENTENCEPIECE:
+        found = sp_processor(tokenizer)
         assert found is not None
-        proto = _sp_proto(found[1])
-        if proto.trainer_spec.model_type != _SP_BPE:
+        proto = sp_proto(found[1])
+        if proto.trainer_spec.model_type != SP_BPE:
             return None
         offset = _fairseq_offset(tokenizer)
         vocab = {p.piece: i + offset for i, p in enumerate(proto.pieces) if p.type == _SP_NORMAL}
@@ -209,7 +219,7 @@ def close_plan(plan: VocabPlan, tokenizer: Any) -> VocabPlan:
     needed = {_lowest_unigram_id(tokenizer), _sp_unknown_id(tokenizer)}
     needed.update(_byte_alphabet_ids(tokenizer))
     plan = plan.keeping(i for i in needed if i is not None and 0 <= i < plan.vocab_size)
-    found = _merges_and_vocab(tokenizer)
+    found = merges_and_vocab(tokenizer)
     if found is None:
         return plan
     from vocab_adapters.tokenization.bpe_closure import close_under_merges
@@ -221,7 +231,7 @@ def close_plan(plan: VocabPlan, tokenizer: Any) -> VocabPlan:
 
 def _byte_alphabet_ids(tokenizer: Any) -> set[int]:
     """The ids of a byte-level BPE's 256 byte symbols (empty for other families)."""
-    if _family(tokenizer) != _BYTE_BPE:
+    if tokenizer_family(tokenizer) != BYTE_BPE:
         return set()
     encoder = tokenizer.encoder
     alphabet = getattr(tokenizer, "byte_encoder", None)
@@ -247,7 +257,7 @@ def _shallow_copy(obj: Any) -> Any:
 def _check_plan(plan: VocabPlan, tokenizer: Any) -> None:
     if not isinstance(plan, VocabPlan):
         raise VocabError(f"'plan' must be a VocabPlan (got {type(plan).__name__})")
-    if _family(tokenizer) is None:
+    if tokenizer_family(tokenizer) is None:
         kind = "a fast tokenizer" if backend_of(tokenizer) is not None else type(tokenizer).__name__
         raise VocabError(
             f"slow_tokenizer cannot reduce {kind}: it needs a Python tokenizer holding a "
@@ -283,23 +293,23 @@ def _check_kept(plan: VocabPlan, tokenizer: Any, tokens: list[str | None]) -> No
 
 def slow_token_pieces(tokenizer: Any, tokens: Any) -> list[list[int]]:
     """Ids of the pieces ``tokenizer`` splits each token's pre-token into (every family)."""
-    from vocab_adapters.tokenization.added_tokens import _wordpiece_pieces
+    from vocab_adapters.tokenization.added_tokens import wordpiece_pieces
 
-    family = _family(tokenizer)
-    if family == _WORDPIECE:
+    family = tokenizer_family(tokenizer)
+    if family == WORDPIECE:
         model = {"continuing_subword_prefix": "##", "unk_token": tokenizer.unk_token}
-        return [_wordpiece_pieces(model, tokenizer.vocab, t) for t in tokens]
-    if family == _BYTE_BPE:
+        return [wordpiece_pieces(model, tokenizer.vocab, t) for t in tokens]
+    if family == BYTE_BPE:
         encoder = tokenizer.encoder
         unk = encoder.get(str(getattr(tokenizer, "unk_token", None)))
         pieces = [tokenizer.bpe(t).split(" ") for t in tokens]
         return [[encoder.get(p, unk) for p in ps] for ps in pieces]
-    if family == _SENTENCEPIECE:
+    if family == SENTENCEPIECE:
         from vocab_adapters.tokenization.sp_added import sentencepiece_token_pieces
 
-        found = _sp_processor(tokenizer)
+        found = sp_processor(tokenizer)
         assert found is not None
-        return sentencepiece_token_pieces(tokenizer, _sp_proto(found[1]), list(tokens))
+        return sentencepiece_token_pieces(tokenizer, sp_proto(found[1]), list(tokens))
     raise VocabError(
         f"adding tokens to a slow {family} tokenizer is not supported; load the fast tokenizer "
         "(use_fast=True) to add tokens"
@@ -346,7 +356,7 @@ def _add_sentencepiece_tokens(plan: VocabPlan, tokenizer: Any, new: dict[str, An
 
     from vocab_adapters.tokenization.sp_added import extend_proto
 
-    found = _sp_processor(tokenizer)
+    found = sp_processor(tokenizer)
     assert found is not None
     current = new["sp_model"] if "sp_model" in new else new["_tokenizer"].spm
     added_tokens: dict[int, str] = {}  # new id -> text of the tokenizer-level added tokens
@@ -354,7 +364,7 @@ def _add_sentencepiece_tokens(plan: VocabPlan, tokenizer: Any, new: dict[str, An
         if (j := plan.old_to_new(old)) is not None:
             added_tokens[j] = str(token)
     offset, table = _fairseq_offset(tokenizer), new.get("fairseq_tokens_to_ids")
-    proto, table = extend_proto(plan, _sp_proto(current), offset, table, added_tokens)
+    proto, table = extend_proto(plan, sp_proto(current), offset, table, added_tokens)
     processor = sentencepiece.SentencePieceProcessor(
         **(vars(tokenizer).get("sp_model_kwargs") or {})
     )
@@ -371,12 +381,12 @@ def _check_keep_added(tokenizer: Any) -> None:
 
     (XLM-R on transformers 4: see :func:`vocab_adapters.tokenization.sp_added.check_keep_added`.)
     """
-    found = _sp_processor(tokenizer) if _family(tokenizer) == _SENTENCEPIECE else None
+    found = sp_processor(tokenizer) if tokenizer_family(tokenizer) == SENTENCEPIECE else None
     if found is None:
         return
     from vocab_adapters.tokenization.sp_added import check_keep_added as check
 
-    end = len(_sp_proto(found[1]).pieces) + _fairseq_offset(tokenizer)
+    end = len(sp_proto(found[1]).pieces) + _fairseq_offset(tokenizer)
     check(type(tokenizer).__name__, vars(tokenizer).get("fairseq_tokens_to_ids"), end)
 
 
@@ -421,10 +431,10 @@ def _byte_bpe_state(plan: VocabPlan, tokenizer: Any) -> dict[str, Any]:
 
 def _sentencepiece_state(plan: VocabPlan, tokenizer: Any) -> dict[str, Any]:
     """The reduced state of a sentencepiece tokenizer: validate, rebuild the proto, collect."""
-    found = _sp_processor(tokenizer)
+    found = sp_processor(tokenizer)
     assert found is not None
     owner, processor = found
-    proto = _sp_proto(processor)
+    proto = sp_proto(processor)
     offset = _fairseq_offset(tokenizer)
     kept_pieces = [old - offset for old in plan.kept if 0 <= old - offset < len(proto.pieces)]
     _check_sentencepiece_plan(plan, tokenizer, proto, offset, kept_pieces)
@@ -446,7 +456,7 @@ def _check_sentencepiece_plan(
     plan: VocabPlan, tokenizer: Any, proto: Any, offset: int, kept_pieces: list[int]
 ) -> None:
     """BPE: closed under the merges; Unigram: the lowest piece kept; the unknown piece kept."""
-    if proto.trainer_spec.model_type == _SP_BPE:
+    if proto.trainer_spec.model_type == SP_BPE:
         vocab = {p.piece: i + offset for i, p in enumerate(proto.pieces) if p.type == _SP_NORMAL}
         _require_closed(plan, vocab, _sp_merges(proto), "sentencepiece BPE")
     else:
@@ -672,10 +682,10 @@ def prepare(plan: VocabPlan, tokenizer: Any) -> SlowTokenizerPrepared:
     _check_plan(plan, tokenizer)
     tokens = id_to_token_list(tokenizer)
     _check_kept(plan, tokenizer, tokens)
-    family = _family(tokenizer)
-    if family == _WORDPIECE:
+    family = tokenizer_family(tokenizer)
+    if family == WORDPIECE:
         new = _wordpiece_state(plan, tokenizer)
-    elif family == _BYTE_BPE:
+    elif family == BYTE_BPE:
         new = _byte_bpe_state(plan, tokenizer)
     else:
         new = _sentencepiece_state(plan, tokenizer)

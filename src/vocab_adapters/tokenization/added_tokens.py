@@ -49,6 +49,9 @@ __all__ = [
     "check_new_tokens",
     "document_pieces",
     "model_word",
+    "self_encoding",
+    "unk_piece_ids",
+    "wordpiece_pieces",
 ]
 
 _UNK_PENALTY = 10.0  # tokenizers' and sentencepiece's kUnkPenalty
@@ -136,7 +139,7 @@ def check_new_tokens(vocab: Mapping[str, int], tokens: Sequence[str]) -> None:
             )
 
 
-def _wordpiece_pieces(model: Mapping[str, Any], vocab: Mapping[str, int], token: str) -> list[int]:
+def wordpiece_pieces(model: Mapping[str, Any], vocab: Mapping[str, int], token: str) -> list[int]:
     """Greedy longest-match WordPiece, also for a continuation token (``"##ing"``)."""
     prefix = model.get("continuing_subword_prefix") or "##"
     continuing = token.startswith(prefix) and len(token) > len(prefix)
@@ -172,7 +175,7 @@ def document_pieces(document: Mapping[str, Any], tokens: Sequence[str]) -> list[
     model = document["model"]
     vocab = _vocab(model)
     if model["type"] == "WordPiece":
-        return [_wordpiece_pieces(model, vocab, t) for t in tokens]
+        return [wordpiece_pieces(model, vocab, t) for t in tokens]
     backend = _model_only(model).model
     return [[piece.id for piece in backend.tokenize(model_word(model, t))] for t in tokens]
 
@@ -185,7 +188,7 @@ def _merge_format(merges: list[Any]) -> bool:
     return not merges or not isinstance(merges[0], str)
 
 
-def _self_encoding(model: Mapping[str, Any], skip: set[str]) -> str | None:
+def self_encoding(model: Mapping[str, Any], skip: set[str]) -> str | None:
     """A vocabulary token BPE does not encode to itself alone (``None`` if there is none)."""
     backend = _model_only(model).model
     for token in _vocab(model):
@@ -197,7 +200,8 @@ def _self_encoding(model: Mapping[str, Any], skip: set[str]) -> str | None:
     return None
 
 
-def _unk_piece_ids(model: Mapping[str, Any], vocab: Mapping[str, int]) -> set[int]:
+def unk_piece_ids(model: Mapping[str, Any], vocab: Mapping[str, int]) -> set[int]:
+    """Ids of the model's unknown token and byte-fallback pieces (never part of a suggestion)."""
     bad = set()
     unk = model.get("unk_token")
     if isinstance(unk, str) and unk in vocab:
@@ -219,7 +223,7 @@ def _add_bpe(
     as_lists = _merge_format(merges)
     prefix = model.get("continuing_subword_prefix") or ""
     base = copy.deepcopy(model)
-    bad_ids = _unk_piece_ids(base, vocab)
+    bad_ids = unk_piece_ids(base, vocab)
     current = _model_only(base).model
     done: list[str] = []
     lookup_whole: list[tuple[str, int]] = []
@@ -250,7 +254,7 @@ def _add_bpe(
             lookup_whole.append((token, len(pieces)))
         done.append(token)
     if lookup_whole and not model.get("ignore_merges"):
-        blocker = _self_encoding(base, skip)
+        blocker = self_encoding(base, skip)
         if blocker is not None:
             token, n = lookup_whole[0]
             raise VocabError(

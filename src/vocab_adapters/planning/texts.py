@@ -687,16 +687,7 @@ def count_tokens_parallel(
     """
     if isinstance(num_proc, bool) or not isinstance(num_proc, int) or num_proc < 1:
         raise VocabError(f"'num_proc' must be an int >= 1 (got {num_proc!r})")
-    if num_proc == 1:
-        return count_tokens(
-            tokenizer,
-            texts,
-            batch_size,
-            columns=columns,
-            progress=progress,
-            chat_template_kwargs=chat_template_kwargs,
-        )
-    return count_tokens(
+    return count_tokens(  # num_proc=1 counts in this process
         tokenizer,
         texts,
         batch_size,

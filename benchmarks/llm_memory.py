@@ -225,7 +225,6 @@ def _imports() -> None:
     import torch
     import transformers  # noqa: F401
 
-
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
 
 
@@ -455,7 +454,9 @@ def attach(results: dict[str, Any]) -> dict[str, Any]:
             assert est.reduced is not None
             figures = est.reduced
         result["estimate"] = figures.as_dict()
-        retained = result["retained_full_bytes"]
+        # the held full-size copy is measured (``retained``), so the estimate's own figure of it
+        # (``held_bytes``, part of the reduced totals) is not counted twice
+        retained = result["retained_full_bytes"] - figures.held_bytes
         predicted = base + figures.total_bytes + retained
         result["predicted_peak_bytes"] = predicted
         result["peak_error"] = predicted / result["peak_rss_bytes"] - 1
@@ -653,6 +654,24 @@ def _doc_estimates(results: dict[str, Any]) -> list[str]:
         "backward (activations + logits + loss), the output layer's backward (activations + "
         "the logits' gradient + the output weight's gradient) and its end (every gradient, "
         "plus two copies of a tied embedding's weight while its second gradient is added).",
+        "",
+        "`held_bytes` (reduced figures only; 0 for the full ones) is what the applied plan keeps "
+        "on the model's device besides the reduced model, and is part of the reduced "
+        "`total_bytes` and `peak_bytes`: the full-size embedding, head, output biases and "
+        "vocabulary-sized buffers held aside for revert; the optimizer's full-size state of the "
+        "trainable ones (held when the plan is applied to an optimizer that has state, i.e. when "
+        "resuming, or by `VocabReductionCallback` after its first checkpoint; an optimizer "
+        "created after `apply_plan` holds none, so the figure is an upper bound); and with "
+        '`softmax="full"`/`"shifted"` the normaliser\'s fp32 biases of the dropped rows. '
+        '`memory_estimate(..., offload="cpu")` counts the full-size tensors and state on the CPU,'
+        " so `held_bytes` is 0 then, except for the normaliser's own device copy of the dropped "
+        'output rows under `softmax="full"`/`"shifted"`. The device is the model\'s: for a model '
+        "object on the CPU, offloading changes nothing; a config or a directory is taken to train"
+        " on an accelerator. `vocabcore stats --json` reports it as `held_bytes_after`.",
+        "",
+        "In the table above, the held full-size copy is part of the measured baseline (in these "
+        "CPU runs it is in the process's memory before the step), so `baseline + total_bytes` "
+        "counts it once: the estimate's own `held_bytes` is left out there.",
         "",
         "| shape | run | activations saved GiB | est. | peak RSS GiB | baseline + total_bytes "
         "| error | baseline + peak_bytes | error |",

@@ -201,7 +201,11 @@ def _prepare_stages(
     if optimizer is not None:
         from vocab_adapters.stages import optimizer as optimizer_adapter
 
-        prepared["optimizer"] = optimizer_adapter.prepare(optimizer, swaps, offload=offload)
+        softmax_stage = prepared.get("softmax")
+        new_parameters = getattr(softmax_stage, "parameters", ())
+        prepared["optimizer"] = optimizer_adapter.prepare(
+            optimizer, swaps, offload=offload, new_parameters=new_parameters
+        )
     return [(name, prepared[name]) for name in STAGES if name in prepared], swaps
 
 

@@ -328,7 +328,9 @@ class CombinationsMachine(RuleBasedStateMachine):
         )
         self.twin_optimizer = None
         if self.optimizer is not None:
-            self.twin_optimizer = torch.optim.AdamW(self.twin.parameters(), **OPTIMIZER)
+            # apply_plan puts the shift into an optimizer it is given (fresh state)
+            extra = [self.shift] if self.shift is not None else []
+            self.twin_optimizer = torch.optim.AdamW([*self.twin.parameters(), *extra], **OPTIMIZER)
             for n, p in self.named_params(self.twin).items():
                 source = self.before_state.get(n, {})
                 if not source:
@@ -608,6 +610,11 @@ PINNED: dict[str, tuple[type[CombinationsMachine], dict[str, Any], list[Any]]] =
         [*TRAIN_REVERT, ("revert", {"keep_added": True}), ("train", {"index": 2})],
     ),
     "llama-full-labelled-columns": (CombinationsMachine, {"softmax": "full"}, TRAIN_REVERT),
+    "llama-shifted-optimizer-before-apply": (
+        CombinationsMachine,
+        {"softmax": "shifted", "optimizer_before": True, "n_added": 1},
+        [("train_before_apply", {"index": 0}), *TRAIN_REVERT, ("revert", {"keep_added": False})],
+    ),
     "llama-budget-with-added": (
         CombinationsMachine,
         {"n_added": 2, "cut": 7, "added_by_option": True},

@@ -469,3 +469,71 @@ def test_revert_result_does_not_depend_on_the_stage_order(
             for x, y in zip(a, b, strict=True):
                 assert x.keys() == y.keys()
                 assert all(torch.equal(x[k], y[k]) for k in x), order
+
+
+@pytest.mark.parametrize("decay_groups", [False, True])
+def test_shift_trains_in_an_optimizer_given_to_apply(hf_wordpiece: Any, decay_groups: bool) -> None:
+    """softmax="shifted" with an existing optimizer: the shift joins it, trains, and leaves."""
+    model = _bert(hf_wordpiece)
+    plan = plan_from_texts(hf_wordpiece, build_corpus()[:200])
+    if decay_groups:  # the usual two groups: the shift goes to the one without weight decay
+        decay = [p for n, p in model.named_parameters() if not n.endswith("bias")]
+        rest = [p for n, p in model.named_parameters() if n.endswith("bias")]
+        groups = [{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(groups, lr=1e-2)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    before = [list(g["params"]) for g in optimizer.param_groups]
+    ids = hf_wordpiece(build_corpus()[0])["input_ids"][:20]
+    _step(model, optimizer, [ids])
+    state_before = {id(p): {k: v.clone() for k, v in s.items()} for p, s in optimizer.state.items()}
+    applied = apply_plan(
+        plan, model=model, tokenizer=hf_wordpiece, optimizer=optimizer, softmax="shifted"
+    )
+    shift = applied.stages["softmax"].parameters[0]
+    group = optimizer.param_groups[1 if decay_groups else 0]
+    assert any(p is shift for p in group["params"])
+    reduced_ids = plan.remap(ids)
+    _step(model, optimizer, [reduced_ids])
+    assert bool((shift != 0).any()), "the shift did not train"
+    assert shift in optimizer.state
+    revert_plan(applied)
+    after = [list(g["params"]) for g in optimizer.param_groups]
+    assert [[id(p) for p in g] for g in after] == [[id(p) for p in g] for g in before]
+    assert shift not in optimizer.state
+    assert set(map(id, optimizer.state)) == set(state_before)
+    _step(model, optimizer, [ids])  # the full model trains on
+
+
+def test_failed_apply_takes_the_shift_out_of_the_optimizer_again(
+    hf_wordpiece: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _bert(hf_wordpiece)
+    plan = plan_from_texts(hf_wordpiece, build_corpus()[:200])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    _step(model, optimizer, [hf_wordpiece(build_corpus()[0])["input_ids"][:20]])
+    groups = [list(g["params"]) for g in optimizer.param_groups]
+    state = {id(p): {k: v.clone() for k, v in s.items()} for p, s in optimizer.state.items()}
+    monkeypatch.setattr(session, "STAGES", (*session.STAGES, "boom"))
+
+    class Boom:
+        def commit(self) -> Any:
+            raise RuntimeError("injected")
+
+    real = session._prepare_stages
+
+    def prepare_stages(*args: Any, **kwargs: Any) -> Any:
+        stages, swaps = real(*args, **kwargs)
+        return [*stages, ("boom", Boom())], swaps
+
+    monkeypatch.setattr(session, "_prepare_stages", prepare_stages)
+    with pytest.raises(RuntimeError, match="injected"):
+        apply_plan(
+            plan, model=model, tokenizer=hf_wordpiece, optimizer=optimizer, softmax="shifted"
+        )
+    assert [[id(p) for p in g["params"]] for g in optimizer.param_groups] == [
+        [id(p) for p in g] for g in groups
+    ]
+    for p, s in optimizer.state.items():
+        for k, v in s.items():
+            assert torch.equal(v, state[id(p)][k])

@@ -167,12 +167,45 @@ class PreparedOptimizer:
     swaps: tuple[ParamSwap, ...]
     _entries: tuple[_Entry, ...]
     _held: tuple[State | None, ...]  # full-size state to hold while reduced (maybe offloaded)
+    _joined: tuple[tuple[int, Any], ...] = ()  # (group index, new parameter) to train too
 
     def commit(self) -> AppliedOptimizer:
         """Point ``param_groups`` at the reduced parameters and install their state."""
         RECORD.check_free(self.optimizer, "optimizer")
         _swap_in(self.optimizer, self._entries, lambda e: e.swap.full, lambda e: e.swap.reduced)
-        return AppliedOptimizer(self.optimizer, self.swaps, self._entries, self._held)
+        _join(self.optimizer, self._joined)
+        return AppliedOptimizer(self.optimizer, self.swaps, self._entries, self._held, self._joined)
+
+
+def _join(optimizer: Any, joined: Sequence[tuple[int, Any]]) -> None:
+    for group, parameter in joined:
+        optimizer.param_groups[group]["params"].append(parameter)
+
+
+def _leave(optimizer: Any, joined: Sequence[tuple[int, Any]]) -> list[Any]:
+    """Take the joined parameters out of their groups; return their state (to undo)."""
+    states = []
+    for group, parameter in joined:
+        params = optimizer.param_groups[group]["params"]
+        params[:] = [p for p in params if p is not parameter]
+        states.append(optimizer.state.pop(parameter, None))
+    return states
+
+
+def _join_group(optimizer: Any, swaps: Sequence[ParamSwap], positions: Any) -> int | None:
+    """The group where parameters created by apply (the softmax shift) train.
+
+    A group without weight decay if there is one, else the group of the last vocabulary
+    parameter; ``None`` when the optimizer trains no vocabulary parameter (frozen embeddings
+    and head: the shift then stays untrained too).
+    """
+    held: list[int] = [positions[id(s.full)][0] for s in swaps if id(s.full) in positions]
+    if not held:
+        return None
+    for index, group in enumerate(optimizer.param_groups):
+        if not group.get("weight_decay", 0.0):
+            return index
+    return held[-1]
 
 
 def _swap_in(optimizer: Any, entries: Sequence[_Entry], old: Any, new: Any) -> None:
@@ -184,7 +217,11 @@ def _swap_in(optimizer: Any, entries: Sequence[_Entry], old: Any, new: Any) -> N
 
 
 def prepare(
-    optimizer: Any, swaps: Sequence[ParamSwap], *, offload: str | None = None
+    optimizer: Any,
+    swaps: Sequence[ParamSwap],
+    *,
+    offload: str | None = None,
+    new_parameters: Sequence[Any] = (),
 ) -> PreparedOptimizer:
     """Slice the state of an existing optimizer for reduced parameters; change nothing.
 
@@ -195,6 +232,10 @@ def prepare(
             ``state``) holding the full-size parameters.
         swaps: ``PreparedEmbeddings.swaps``.
         offload: ``"cpu"`` to hold the full-size state on the CPU while reduced.
+        new_parameters: Trainable parameters that apply creates (``softmax="shifted"``'s
+            shift), handed over as data by the session: they join the optimizer (a group
+            without weight decay if there is one, else the output layer's group) while
+            reduced, with fresh state, and leave it on revert.
 
     Raises:
         VocabError: The optimizer already holds a reduced parameter, keeps state that can't be
@@ -248,7 +289,9 @@ def prepare(
         # Offloaded: the entry (for rollback) holds the CPU copies too, not the device tensors.
         entries.append(_Entry(swap, where[0], where[1], kept if offloaded else state, new_state))
         held.append(kept)
-    return PreparedOptimizer(optimizer, tuple(swaps), tuple(entries), tuple(held))
+    group = _join_group(optimizer, swaps, positions) if new_parameters else None
+    joined = tuple((group, p) for p in new_parameters) if group is not None else ()
+    return PreparedOptimizer(optimizer, tuple(swaps), tuple(entries), tuple(held), joined)
 
 
 def apply(
@@ -269,12 +312,19 @@ class AppliedOptimizer(Applied):
         swaps: tuple[ParamSwap, ...],
         entries: tuple[_Entry, ...],
         held: tuple[State | None, ...],
+        joined: tuple[tuple[int, Any], ...] = (),
     ) -> None:
         super().__init__(optimizer)
         self.optimizer = optimizer
         self.swaps = swaps
         self._entries = entries
         self._held = held
+        self._joined = joined
+
+    @property
+    def joined(self) -> tuple[Any, ...]:
+        """The parameters apply created that train in this optimizer while reduced."""
+        return tuple(parameter for _, parameter in self._joined)
 
     def held_tensors(self) -> tuple[torch.Tensor, ...]:
         """The full-size state held aside while reduced (on the CPU with ``offload="cpu"``)."""
@@ -295,9 +345,24 @@ class AppliedOptimizer(Applied):
         bases = {id(e.swap.full): held for e, held in zip(self._entries, self._held, strict=True)}
         swaps = [e.swap for e in self._entries]
         restore = _prepare_restore(self.optimizer, swaps, bases, required=True, inputs=inputs)
-        return restore.commit, restore.undo
+        joined = self._joined
+        states: list[Any] = []
+
+        def install() -> None:
+            restore.commit()
+            states[:] = _leave(self.optimizer, joined)
+
+        def undo() -> None:
+            _join(self.optimizer, joined)
+            for (_, parameter), state in zip(joined, states, strict=True):
+                if state is not None:
+                    self.optimizer.state[parameter] = state
+            restore.undo()
+
+        return install, undo
 
     def _rollback(self) -> None:
+        _leave(self.optimizer, self._joined)
         entries = [  # offloaded state goes back to the parameter's device
             attrs.evolve(e, old_state=_to_devices(e.old_state or {}, e.swap))
             if _offloaded(e)

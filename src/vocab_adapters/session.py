@@ -229,7 +229,9 @@ def apply_plan(
         tokenizer: A fast or slow Hugging Face tokenizer, or a ``tokenizers.Tokenizer``.
         optimizer: An optimizer over ``model``'s parameters that already exists (resuming);
             one created after apply can be registered with :meth:`AppliedPlan.track` or passed
-            to :func:`revert_plan`.
+            to :func:`revert_plan`. With ``softmax="shifted"`` the shift joins this optimizer
+            while reduced (a group without weight decay if there is one, else the output
+            layer's), with fresh state, and leaves it on revert.
         offload: ``"cpu"`` to hold every full-size tensor kept for revert on the CPU while
             reduced: the embedding/head/bias tensors and a resumed optimizer's full-size state
             (see :meth:`AppliedPlan.held_tensors`).

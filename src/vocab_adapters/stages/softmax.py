@@ -504,6 +504,26 @@ def _closure_values(function: Any) -> dict[str, Any]:
         return {}
 
 
+def _trl_fused_head(patched: Any) -> dict[str, Any] | None:
+    """The closure of TRL's ``_fused_forward`` under ``patched`` (wrappers followed), or None.
+
+    Other wrappers (accelerate's ``convert_outputs_to_fp32``, this module's own) set
+    ``__wrapped__``; TRL's function keeps its name in its code object (``functools.wraps``
+    renames the function itself) and its settings in its closure.
+    """
+    function = patched
+    for _ in range(16):
+        function = getattr(function, "__func__", function)
+        code = getattr(function, "__code__", None)
+        if getattr(code, "co_name", "") == "_fused_forward":
+            values = _closure_values(function)
+            return values if {"temperature", "backbone_attr"} <= set(values) else None
+        function = getattr(function, "__wrapped__", None)
+        if function is None:
+            return None
+    return None
+
+
 def _fused_call(
     model: nn.Module,
     state: _State,
@@ -520,10 +540,8 @@ def _fused_call(
     column over the hidden states divided by ``T``. Differentiable in every term, so the
     gradients (the shift's included) are those of the full softmax.
     """
-    values = _closure_values(patched)
-    code = getattr(getattr(patched, "__func__", patched), "__code__", None)
-    function_name = getattr(code, "co_name", "")  # functools.wraps renames the function
-    if function_name != "_fused_forward" or not {"temperature", "backbone_attr"} <= set(values):
+    values = _trl_fused_head(patched)
+    if values is None:
         raise VocabError(
             "model.forward was replaced by a fused LM head vocabcore does not know (called with "
             "fused_lm_head=True); softmax='full'/'shifted' cover TRL's add_fused_lm_head only: "
@@ -715,8 +733,10 @@ def _head_hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
         return output
     if not state.on:
         slots = getattr(state.local, "slots", None)
-        if slots:
-            slots[-1] = args[0]  # a label-free training call: its output carries the input
+        # label-free training calls in progress (nested when wrappers call the model's own
+        # forward, and a wrapper may rebuild the output): each output carries the input
+        for k in range(len(slots or ())):
+            slots[k] = args[0]
         return output
     state.local.columns = getattr(state.local, "columns", 0) + 1
     column = state.normaliser.column(args[0])

@@ -735,8 +735,8 @@ def _head_hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
         slots = getattr(state.local, "slots", None)
         # label-free training calls in progress (nested when wrappers call the model's own
         # forward, and a wrapper may rebuild the output): each output carries the input
-        for k in range(len(slots or ())):
-            slots[k] = args[0]
+        if slots:
+            slots[:] = [args[0]] * len(slots)
         return output
     state.local.columns = getattr(state.local, "columns", 0) + 1
     column = state.normaliser.column(args[0])

@@ -330,3 +330,13 @@ def test_a_forward_whose_loss_skips_the_output_layer_is_refused() -> None:
     with pytest.raises(VocabError, match="without calling the output layer"):
         model(input_ids=small, labels=small)
     revert_plan(applied)
+
+
+def test_copying_a_reduced_model_is_refused_by_name() -> None:
+    """TRL's DPO/KTO/GRPO copy the model for a reference model when none is given."""
+    model, _, _, plan = case()
+    applied = apply_plan(plan, model=model, softmax="full")
+    with pytest.raises(VocabError, match="ref_model="):
+        copy.deepcopy(model)
+    revert_plan(applied)
+    copy.deepcopy(model)

@@ -179,8 +179,13 @@ def test_peft_lora_modules_to_save_on_qwen2(load_llm_tokenizer: Any) -> None:
 # -- softmax="full"/"shifted" under SFTTrainer's fused LM head (issue 23) -------------------------
 
 
-def _sft_first_loss(model: Any, tok: Any, out: Path, **extra: Any) -> tuple[float, Any]:
-    """The loss SFTTrainer computes at step 1 (its own ``compute_loss``, recorded), and the run."""
+def _sft_first_loss(
+    model: Any, tok: Any, out: Path, run: Any = None, **extra: Any
+) -> tuple[float, Any]:
+    """The loss SFTTrainer computes at step 1 (its own ``compute_loss``, recorded), and the run.
+
+    ``run``: given a built trainer, trains it (default ``trainer.train()``).
+    """
     losses: list[float] = []
 
     class Recording(trl.SFTTrainer):  # type: ignore[misc]
@@ -190,7 +195,9 @@ def _sft_first_loss(model: Any, tok: Any, out: Path, **extra: Any) -> tuple[floa
             losses.append(float(loss.detach()))
             return result
 
-    options = {k: extra.pop(k) for k in list(extra) if k == "compute_loss_func"}
+    keys = ("compute_loss_func", "data_collator", "callbacks", "train_dataset")
+    options = {k: extra.pop(k) for k in list(extra) if k in keys}
+    train = options.pop("train_dataset", datasets.Dataset.from_dict({"messages": MESSAGES}))
     args = trl.SFTConfig(
         output_dir=str(out),
         max_steps=1,
@@ -203,11 +210,13 @@ def _sft_first_loss(model: Any, tok: Any, out: Path, **extra: Any) -> tuple[floa
         disable_tqdm=True,
         **extra,
     )
-    train = datasets.Dataset.from_dict({"messages": MESSAGES})
     trainer = Recording(
         model=model, args=args, train_dataset=train, processing_class=tok, **options
     )
-    trainer.train()
+    if run is None:
+        trainer.train()
+    else:
+        run(trainer)
     return losses[0], trainer
 
 
@@ -267,3 +276,44 @@ def test_sft_trainer_unmarked_compute_loss_func_is_refused(
     with pytest.raises(VocabError, match="compute_loss_func"):
         _sft_first_loss(model, tok, tmp_path / "r", compute_loss_func=loss_func)
     revert_plan(applied)
+
+
+@pytest.mark.parametrize("mode", ["full", "shifted"])
+def test_callback_softmax_under_sft_trainer(
+    mode: str, load_llm_tokenizer: Any, tmp_path: Path
+) -> None:
+    """The callback applies after TRL added its fused head: the loss is still the full one."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from vocab_adapters.integrations.trainer import VocabReductionCallback
+
+    full, full_tok = _model_and_tokenizer(load_llm_tokenizer)
+    collated = {"dataset_kwargs": {"skip_prepare_dataset": True}}
+    expected, _ = _sft_first_loss(
+        full,
+        full_tok,
+        tmp_path / "full",
+        train_dataset=_tokenized(full_tok),
+        data_collator=DataCollatorForLanguageModeling(pad_token_id=full_tok.pad_token_id),
+        **collated,
+    )
+    model, tok = _model_and_tokenizer(load_llm_tokenizer)
+    head_before = model.get_output_embeddings().weight.detach().clone()
+    plan = plan_from_texts(tok, MESSAGES, model=model)
+    callback = VocabReductionCallback(plan, tok, softmax=mode)
+    collator = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id)
+    loss, _ = _sft_first_loss(
+        model,
+        tok,
+        tmp_path / mode,
+        run=callback.train,
+        train_dataset=_tokenized(tok),
+        data_collator=callback.wrap_collator(collator),
+        callbacks=[callback],
+        **collated,
+    )
+    assert not callback.active
+    assert loss == pytest.approx(expected, rel=1e-5)
+    head = model.get_output_embeddings().weight.detach()
+    dropped = [i for i in range(head.shape[0]) if i not in set(plan.kept)]
+    assert torch.equal(head[dropped], head_before[dropped]) == (mode == "full")

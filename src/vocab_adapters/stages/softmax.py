@@ -319,6 +319,14 @@ class _State:
     def on(self) -> bool:
         return self._depth > 0
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> _State:
+        raise VocabError(
+            "a model reduced with softmax='full'/'shifted' cannot be copied (its machinery "
+            "points at this model); TRL's DPO/KTO/GRPO copy the model when no reference model "
+            "is given: pass ref_model= (the same base model reduced with the same plan), or "
+            "copy the model before apply_plan"
+        )
+
     @contextmanager
     def labelled(self) -> Any:
         with self._lock:

@@ -340,3 +340,29 @@ def test_copying_a_reduced_model_is_refused_by_name() -> None:
         copy.deepcopy(model)
     revert_plan(applied)
     copy.deepcopy(model)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_trl_fused_lm_head_under_peft(mode: str) -> None:
+    """SFTTrainer adds TRL's head to the PEFT model's base model, the one it then calls."""
+    peft = pytest.importorskip("peft")
+    trl_utils = pytest.importorskip("trl.trainer.utils")
+    if not hasattr(trl_utils, "add_fused_lm_head"):
+        pytest.skip("this TRL has no fused LM head")
+    import warnings
+
+    model, full, ids, plan = case()
+    trl_utils.add_fused_lm_head(full)
+    expected = fused(full, ids)
+    config = peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], modules_to_save=["lm_head"])
+    lora = peft.get_peft_model(model, config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        applied = apply_plan(plan, model=lora, softmax=mode)
+    trl_utils.add_fused_lm_head(lora.get_base_model())
+    small = remap(plan, ids)
+    got = fused(lora, small)
+    torch.testing.assert_close(got.log_probs, expected.log_probs, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got.loss, expected.loss, rtol=1e-5, atol=1e-6)
+    revert_plan(applied)
+    assert "forward" in lora.get_base_model().__dict__

@@ -399,6 +399,7 @@ def _subclass(cls: type) -> type:
         "__qualname__": cls.__qualname__,
         "__doc__": cls.__doc__,
         "_vocabcore_softmax_base": cls,
+        "_vocabcore_labels_position": _labels_position(cls),
     }
     sub = type(cls.__name__, (cls,), namespace)
     _SUBCLASSES[cls] = sub
@@ -414,7 +415,7 @@ def _route(
 ) -> Any:
     """Call ``call``: with labels, with the extra column on; without, capturing the head input."""
     labels = kwargs.get("labels")
-    position = state.labels_position
+    position = getattr(type(model), "_vocabcore_labels_position", state.labels_position)
     if labels is None and position is not None and len(args) > position:
         labels = args[position]
     if labels is None:
@@ -572,6 +573,7 @@ def _fused_call(
         output = patched(*args, **kwargs)
     finally:
         handle.remove()
+    state.local.columns = getattr(state.local, "columns", 0) + 1  # this call is covered
     if not seen or getattr(output, "log_probs", None) is None:
         raise VocabError(
             "TRL's fused LM head ran without the backbone vocabcore expected, so its "
@@ -853,15 +855,22 @@ class AppliedSoftmax(Applied):
         self.head = prepared.head
         self.parameters = prepared.parameters
         self._prepared = prepared
-        self._base = type(prepared.model)
         self._handle: Any = None
+        # The model, and under PEFT the base model too: TRL adds its fused LM head to the
+        # base model's instance, which the class swap must reach (same state for both).
+        self._targets: list[tuple[nn.Module, type, type]] = []
+        if prepared._subclass is not None:
+            self._targets.append((prepared.model, type(prepared.model), prepared._subclass))
+            get_base = getattr(prepared.model, "get_base_model", None)
+            base = get_base() if callable(get_base) else None
+            if isinstance(base, nn.Module) and base is not prepared.model:
+                self._targets.append((base, type(base), _subclass(type(base))))
 
     def _install(self) -> None:
         """(Re)install the class swap, the hook and the shift parameters (plain assignments)."""
         prepared = self._prepared
         if self.head is None or prepared._state is None or prepared._subclass is None:
             return
-        self.model.__dict__[_STATE] = prepared._state
         self.head.__dict__[_STATE] = prepared._state
         normaliser = prepared._state.normaliser
         if normaliser.shift is not None:
@@ -869,10 +878,12 @@ class AppliedSoftmax(Applied):
         if normaliser.shift_bias is not None:
             self.head._parameters[SHIFT_BIAS] = normaliser.shift_bias
         self._handle = self.head.register_forward_hook(_head_hook)
-        patched = self.model.__dict__.pop("forward", None)
-        if patched is not None:  # e.g. TRL's fused LM head, added before apply
-            self.model.__dict__[_PATCHED] = patched
-        _install_class(self.model, prepared._subclass)
+        for target, _, sub in self._targets:
+            target.__dict__[_STATE] = prepared._state
+            patched = target.__dict__.pop("forward", None)
+            if patched is not None:  # e.g. TRL's fused LM head, added before apply
+                target.__dict__[_PATCHED] = patched
+            _install_class(target, sub)
 
     def _uninstall(self) -> None:
         prepared = self._prepared
@@ -885,22 +896,24 @@ class AppliedSoftmax(Applied):
             if any(self.head._parameters.get(name) is p for p in self.parameters):
                 del self.head._parameters[name]
         self.head.__dict__.pop(_STATE, None)
-        self.model.__dict__.pop(_STATE, None)
-        if prepared._subclass is not None and type(self.model) is prepared._subclass:
-            self.model.__class__ = self._base
-        patched = self.model.__dict__.pop(_PATCHED, None)
-        if patched is not None:  # an instance forward set before or while reduced stays
-            self.model.__dict__["forward"] = patched
+        for target, base, sub in self._targets:
+            target.__dict__.pop(_STATE, None)
+            if type(target) is sub:
+                target.__class__ = base
+            patched = target.__dict__.pop(_PATCHED, None)
+            if patched is not None:  # an instance forward set before or while reduced stays
+                target.__dict__["forward"] = patched
 
     def _check_revert(self) -> None:
         """Raise ``VocabError`` if the class, hook or shift parameters were changed."""
         if self.head is None:
             return
-        if type(self.model) is not self._prepared._subclass:
-            raise VocabError(
-                f"the model's class was changed to {type(self.model).__name__} while reduced "
-                "with softmax='full'/'shifted'; put it back before reverting"
-            )
+        for target, _, sub in self._targets:
+            if type(target) is not sub:
+                raise VocabError(
+                    f"the model's class was changed to {type(target).__name__} while reduced "
+                    "with softmax='full'/'shifted'; put it back before reverting"
+                )
         for name, param in zip((SHIFT, SHIFT_BIAS), self._shifts(), strict=True):
             if param is not None and self.head._parameters.get(name) is not param:
                 raise VocabError(

@@ -886,7 +886,6 @@ class AppliedSoftmax(Applied):
             _install_class(target, sub)
 
     def _uninstall(self) -> None:
-        prepared = self._prepared
         if self.head is None:
             return
         if self._handle is not None:

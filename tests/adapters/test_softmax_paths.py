@@ -366,3 +366,52 @@ def test_trl_fused_lm_head_under_peft(mode: str) -> None:
     torch.testing.assert_close(got.loss, expected.loss, rtol=1e-5, atol=1e-6)
     revert_plan(applied)
     assert "forward" in lora.get_base_model().__dict__
+
+
+def test_hf_trainer_compute_loss_from_logits_is_refused_unless_marked(tmp_path: Path) -> None:
+    """A ``compute_loss`` that calls the model without labels (older TRL trainers do)."""
+    from transformers import Trainer
+
+    model, full, ids, plan = case()
+
+    class FromLogits(Trainer):
+        def compute_loss(self, model: Any, inputs: Any, **kwargs: Any) -> Any:
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            logits = outputs.logits
+            if getattr(self, softmax_adapter.FULL_VOCAB_MARK, False):
+                column = softmax_adapter.dropped_logsumexp(model, outputs)
+                logits = torch.cat([logits, column.unsqueeze(-1)], dim=-1)
+            logits = logits[:, :-1]
+            loss = nn.functional.cross_entropy(logits.flatten(0, 1), labels[:, 1:].flatten())
+            self.losses.append(float(loss.detach()))
+            return loss
+
+    def run(model: Any, ids: torch.Tensor, out: Path, mark: bool = False) -> Any:
+        from transformers import TrainingArguments
+
+        args = TrainingArguments(
+            output_dir=str(out),
+            per_device_train_batch_size=len(ids),
+            max_steps=1,
+            report_to=[],
+            save_strategy="no",
+            use_cpu=True,
+            disable_tqdm=True,
+        )
+        rows = [{"input_ids": row, "labels": row} for row in ids]
+        trainer = FromLogits(model=model, args=args, train_dataset=rows)
+        trainer.losses = []  # type: ignore[attr-defined]
+        if mark:
+            softmax_adapter.full_vocab_loss(trainer)
+        trainer.train()
+        return trainer
+
+    expected = run(full, ids, tmp_path / "full").losses[0]
+    applied = apply_plan(plan, model=model, softmax="shifted")
+    small = remap(plan, ids)
+    with pytest.raises(VocabError, match=r"FromLogits.compute_loss calls the model without"):
+        run(model, small, tmp_path / "refused")
+    trainer = run(model, small, tmp_path / "marked", mark=True)
+    assert trainer.losses[0] == pytest.approx(expected, rel=1e-5)
+    revert_plan(applied, optimizer=trainer.optimizer)

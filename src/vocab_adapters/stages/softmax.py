@@ -235,23 +235,27 @@ def dropped_logsumexp(model: nn.Module, hidden: Any) -> torch.Tensor:
     return state.normaliser.column(hidden)
 
 
-def full_vocab_loss(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark a ``Trainer`` ``compute_loss_func`` as computing the full-vocabulary loss itself.
+def full_vocab_loss(target: Any) -> Any:
+    """Mark a ``compute_loss_func`` (or a trainer) as computing the full-vocabulary loss itself.
 
-    With ``softmax="full"``/``"shifted"`` the ``Trainer`` calls the model without labels when
-    ``compute_loss_func`` is set, so the logits it passes hold the kept ids only; the first
-    training step raises ``VocabError`` unless the function is marked with this decorator,
-    which promises that it adds ``dropped_logsumexp(model, outputs)`` as an extra column (or
-    means to train over the kept ids only).
+    With ``softmax="full"``/``"shifted"``, a call of the model without labels while training
+    from inside a ``Trainer``'s ``compute_loss`` gets logits over the kept ids only. That is
+    how the ``Trainer`` calls the model when ``compute_loss_func`` is set, and how trainers
+    that compute log-probabilities from the logits (a ``compute_loss`` override, older TRL
+    trainers) do; the first training step raises ``VocabError`` unless the function (or the
+    trainer) is marked with this function, which promises that the loss adds
+    ``dropped_logsumexp(model, outputs)`` as an extra column (or means to train over the kept
+    ids only). Label smoothing needs no mark: it is made exact.
 
     Args:
-        function: The loss function (``(outputs, labels, num_items_in_batch) -> loss``).
+        target: The loss function (``(outputs, labels, num_items_in_batch) -> loss``; usable
+            as a decorator), or the trainer whose ``compute_loss`` calls the model.
 
     Returns:
-        ``function`` itself, marked.
+        ``target`` itself, marked.
     """
-    setattr(function, FULL_VOCAB_MARK, True)
-    return function
+    setattr(target, FULL_VOCAB_MARK, True)
+    return target
 
 
 # -- the switch: labels given -> the extra column and vocab_size + 1 ----------------------------
@@ -636,7 +640,9 @@ def _check_trainer(model: nn.Module) -> None:
     if trainer is None:
         return
     function = trainer.compute_loss_func
-    if function is not None and not getattr(function, FULL_VOCAB_MARK, False):
+    if function is not None:
+        if getattr(function, FULL_VOCAB_MARK, False):
+            return
         raise VocabError(
             f"{type(trainer).__name__}(compute_loss_func=...) gets logits over the kept ids "
             "only with softmax='full'/'shifted' (the model is called without labels); add "
@@ -645,8 +651,20 @@ def _check_trainer(model: nn.Module) -> None:
             "compute_loss_func, or use softmax='reduced'"
         )
     smoother = trainer.label_smoother
-    if smoother is not None and not getattr(type(smoother), FULL_VOCAB_MARK, False):
-        smoother.__class__ = _full_smoother(type(smoother))
+    if smoother is not None:
+        if not getattr(type(smoother), FULL_VOCAB_MARK, False):
+            smoother.__class__ = _full_smoother(type(smoother))
+        return
+    if getattr(trainer, FULL_VOCAB_MARK, False):
+        return
+    raise VocabError(
+        f"{type(trainer).__name__}.compute_loss calls the model without labels while "
+        "training, so its loss comes from logits over the kept ids only and "
+        "softmax='full'/'shifted' would silently train 'reduced' (older TRL trainers compute "
+        "log-probabilities this way; TRL 1.x's fused LM head is covered); compute the loss "
+        "with the column dropped_logsumexp(model, outputs) and mark the trainer with "
+        "vocab_adapters.stages.softmax.full_vocab_loss(trainer), or use softmax='reduced'"
+    )
 
 
 _SMOOTHERS: dict[type, type] = {}

@@ -27,6 +27,18 @@ The model's class is swapped for a subclass of the same name whose ``forward`` n
 ``labels`` (so that a wrapper calling ``model.forward`` directly, as PEFT does, is covered),
 and the output layer gets a forward hook. Both are removed on revert.
 
+Other loss paths (docs/softmax_modes.md, "Loss paths"):
+
+* ``forward`` on the swapped class is a data descriptor: an instance ``forward`` (TRL's fused
+  LM head, accelerate's wrappers), set before or while reduced, is kept aside and returned
+  wrapped; TRL's ``fused_lm_head=True`` log-probabilities and loss are corrected to the full
+  vocabulary there (:func:`_fused_call`). Under PEFT the base model's class is swapped too.
+* A call without labels in training mode with gradients enabled leaves the output layer's
+  input on its output, for :func:`dropped_logsumexp`. Inside a ``Trainer``'s
+  ``compute_loss`` such a call is covered (label smoothing, made exact) or refused unless the
+  loss function or trainer is marked with :func:`full_vocab_loss`.
+* A labelled call whose loss never ran the output layer (a fused loss kernel) is refused.
+
 ``"shifted"`` adds one trainable vector ``s`` (hidden size, zero at apply) to every dropped row
 inside the normaliser, which costs nothing extra: ``lse_j(h·(w_j + s) + b_j) =
 lse_j(h·w_j + b_j) + h·s``. When the output layer has a trainable bias, a trainable scalar

@@ -14,6 +14,7 @@ TRL's ``SFTTrainer`` itself is in ``tests/integration/test_trl.py``.
 from __future__ import annotations
 
 import copy
+import inspect
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -251,6 +252,11 @@ def test_trl_fused_lm_head(mode: str, order: str, temperature: float) -> None:
     if order == "apply then head":
         trl_utils.add_fused_lm_head(model, temperature=temperature)
     small = remap(plan, ids)
+    # the wrapped forward keeps the signature generate() and the Trainer read
+    assert list(inspect.signature(model.forward).parameters)[:2] == ["input_ids", "attention_mask"]
+    with torch.no_grad():
+        generated = model.generate(small[:1, :4], max_new_tokens=2, do_sample=False)
+    assert int(generated.max()) < plan.new_size
     small_labels = small.masked_fill(labels == -100, -100)
     got = fused(model, small)
     torch.testing.assert_close(got.log_probs, expected.log_probs, rtol=1e-5, atol=1e-5)

@@ -89,6 +89,7 @@ _STATE = "_vocabcore_softmax"
 SHIFT = "vocab_shift"
 SHIFT_BIAS = "vocab_shift_bias"
 _PATCHED = "_vocabcore_patched_forward"  # an instance ``forward`` set on the model while reduced
+_WRAPPED = "_vocabcore_wrapped_forward"  # (patched, its wrapper), made once
 _CAPTURE = "_vocabcore_head_input"  # on a label-free training output: the head's input
 FULL_VOCAB_MARK = "vocab_full_softmax"
 """Attribute :func:`full_vocab_loss` sets on a loss function that adds the extra column."""
@@ -492,7 +493,10 @@ class _ForwardSlot:
         patched = instance.__dict__.get(_PATCHED)
         if patched is None:
             return types.MethodType(self.function, instance)
-        return types.MethodType(_patched_wrapper(patched), instance)
+        cached = instance.__dict__.get(_WRAPPED)
+        if cached is None or cached[0] is not patched:
+            cached = instance.__dict__[_WRAPPED] = (patched, _patched_wrapper(patched))
+        return types.MethodType(cached[1], instance)
 
     def __set__(self, instance: Any, value: Any) -> None:
         instance.__dict__[_PATCHED] = value
@@ -518,6 +522,13 @@ def _patched_wrapper(patched: Callable[..., Any]) -> Callable[..., Any]:
 
     forward.__wrapped__ = patched  # type: ignore[attr-defined]
     forward.__doc__ = getattr(patched, "__doc__", None)
+    try:  # the patched forward's signature (``generate`` and the Trainer read it) plus self
+        signature = inspect.signature(patched)
+        first = inspect.Parameter("__self", inspect.Parameter.POSITIONAL_ONLY)
+        parameters = [first, *signature.parameters.values()]
+        forward.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        pass
     return forward
 
 
@@ -927,6 +938,7 @@ class AppliedSoftmax(Applied):
         self.head.__dict__.pop(_STATE, None)
         for target, base, sub in self._targets:
             target.__dict__.pop(_STATE, None)
+            target.__dict__.pop(_WRAPPED, None)
             if type(target) is sub:
                 target.__class__ = base
             patched = target.__dict__.pop(_PATCHED, None)

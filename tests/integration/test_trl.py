@@ -243,7 +243,8 @@ def test_sft_trainer_softmax_modes_give_the_full_vocabulary_loss(
     applied = apply_plan(plan, model=model, tokenizer=tok, softmax=mode)
     loss, trainer = _sft_first_loss(model, tok, tmp_path / mode, **extra)
     if mode == "reduced":  # the check is sensitive: the reduced loss is another number
-        assert loss < expected and loss != pytest.approx(expected, rel=1e-3)
+        assert loss != pytest.approx(expected, rel=1e-3)
+        assert loss < expected or smoothing  # a normaliser over fewer rows
     else:
         assert loss == pytest.approx(expected, rel=1e-5)
     if mode == "shifted":

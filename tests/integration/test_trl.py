@@ -174,3 +174,147 @@ def test_peft_lora_modules_to_save_on_qwen2(load_llm_tokenizer: Any) -> None:
     assert weight.shape == initial.shape
     assert torch.equal(weight[dropped], initial[dropped])
     assert not torch.equal(weight[list(plan.kept)], initial[list(plan.kept)])
+
+
+# -- softmax="full"/"shifted" under SFTTrainer's fused LM head (issue 23) -------------------------
+
+
+def _sft_first_loss(
+    model: Any, tok: Any, out: Path, run: Any = None, **extra: Any
+) -> tuple[float, Any]:
+    """The loss SFTTrainer computes at step 1 (its own ``compute_loss``, recorded), and the run.
+
+    ``run``: given a built trainer, trains it (default ``trainer.train()``).
+    """
+    losses: list[float] = []
+
+    class Recording(trl.SFTTrainer):  # type: ignore[misc]
+        def compute_loss(self, *args: Any, **kwargs: Any) -> Any:
+            result = super().compute_loss(*args, **kwargs)
+            loss = result[0] if isinstance(result, tuple) else result
+            losses.append(float(loss.detach()))
+            return result
+
+    keys = ("compute_loss_func", "data_collator", "callbacks", "train_dataset")
+    options = {k: extra.pop(k) for k in list(extra) if k in keys}
+    train = options.pop("train_dataset", datasets.Dataset.from_dict({"messages": MESSAGES}))
+    args = trl.SFTConfig(
+        output_dir=str(out),
+        max_steps=1,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        **extra,
+    )
+    trainer = Recording(
+        model=model, args=args, train_dataset=train, processing_class=tok, **options
+    )
+    if run is None:
+        trainer.train()
+    else:
+        run(trainer)
+    return losses[0], trainer
+
+
+def _fused_by_default() -> bool:
+    from trl.trainer import utils
+
+    return hasattr(utils, "add_fused_lm_head")
+
+
+@pytest.mark.parametrize("mode", ["full", "shifted", "reduced"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_sft_trainer_softmax_modes_give_the_full_vocabulary_loss(
+    mode: str, smoothing: float, load_llm_tokenizer: Any, tmp_path: Path
+) -> None:
+    """SFTTrainer's step-1 loss with a reduced model equals the full model's, shift trains."""
+    extra = {"label_smoothing_factor": smoothing} if smoothing else {}
+    full, full_tok = _model_and_tokenizer(load_llm_tokenizer)
+    expected, _ = _sft_first_loss(full, full_tok, tmp_path / "full", **extra)
+
+    model, tok = _model_and_tokenizer(load_llm_tokenizer)
+    plan = plan_from_texts(tok, MESSAGES, model=model)
+    assert plan.new_size < plan.vocab_size
+    head_before = model.get_output_embeddings().weight.detach().clone()
+    applied = apply_plan(plan, model=model, tokenizer=tok, softmax=mode)
+    loss, trainer = _sft_first_loss(model, tok, tmp_path / mode, **extra)
+    if mode == "reduced":  # the check is sensitive: the reduced loss is another number
+        assert loss != pytest.approx(expected, rel=1e-3)
+        assert loss < expected or smoothing  # a normaliser over fewer rows
+    else:
+        assert loss == pytest.approx(expected, rel=1e-5)
+    if mode == "shifted":
+        shift = model.get_output_embeddings().vocab_shift.detach().clone()
+        assert bool((shift != 0).any())
+    revert_plan(applied, optimizer=trainer.optimizer)
+    head = model.get_output_embeddings().weight.detach()
+    dropped = torch.tensor([i for i in range(head.shape[0]) if i not in set(plan.kept)])
+    if mode == "shifted":
+        torch.testing.assert_close(head[dropped], head_before[dropped] + shift)
+    else:
+        assert torch.equal(head[dropped], head_before[dropped])
+
+
+def test_sft_trainer_unmarked_compute_loss_func_is_refused(
+    load_llm_tokenizer: Any, tmp_path: Path
+) -> None:
+    from vocabcore import VocabError
+
+    model, tok = _model_and_tokenizer(load_llm_tokenizer)
+    plan = plan_from_texts(tok, MESSAGES, model=model)
+    applied = apply_plan(plan, model=model, tokenizer=tok, softmax="shifted")
+
+    def loss_func(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+        logits = outputs.logits[:, :-1]
+        return torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100
+        )
+
+    with pytest.raises(VocabError, match="compute_loss_func"):
+        _sft_first_loss(model, tok, tmp_path / "r", compute_loss_func=loss_func)
+    revert_plan(applied)
+
+
+@pytest.mark.parametrize("mode", ["full", "shifted"])
+def test_callback_softmax_under_sft_trainer(
+    mode: str, load_llm_tokenizer: Any, tmp_path: Path
+) -> None:
+    """The callback applies after TRL added its fused head: the loss is still the full one."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from vocab_adapters.integrations.trainer import VocabReductionCallback
+
+    full, full_tok = _model_and_tokenizer(load_llm_tokenizer)
+    collated = {"dataset_kwargs": {"skip_prepare_dataset": True}}
+    expected, _ = _sft_first_loss(
+        full,
+        full_tok,
+        tmp_path / "full",
+        train_dataset=_tokenized(full_tok),
+        data_collator=DataCollatorForLanguageModeling(pad_token_id=full_tok.pad_token_id),
+        **collated,
+    )
+    model, tok = _model_and_tokenizer(load_llm_tokenizer)
+    head_before = model.get_output_embeddings().weight.detach().clone()
+    plan = plan_from_texts(tok, MESSAGES, model=model)
+    callback = VocabReductionCallback(plan, tok, softmax=mode)
+    collator = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id)
+    loss, _ = _sft_first_loss(
+        model,
+        tok,
+        tmp_path / mode,
+        run=callback.train,
+        train_dataset=_tokenized(tok),
+        data_collator=callback.wrap_collator(collator),
+        callbacks=[callback],
+        **collated,
+    )
+    assert not callback.active
+    assert loss == pytest.approx(expected, rel=1e-5)
+    head = model.get_output_embeddings().weight.detach()
+    dropped = [i for i in range(head.shape[0]) if i not in set(plan.kept)]
+    assert torch.equal(head[dropped], head_before[dropped]) == (mode == "full")

@@ -27,6 +27,18 @@ The model's class is swapped for a subclass of the same name whose ``forward`` n
 ``labels`` (so that a wrapper calling ``model.forward`` directly, as PEFT does, is covered),
 and the output layer gets a forward hook. Both are removed on revert.
 
+Other loss paths (docs/softmax_modes.md, "Loss paths"):
+
+* ``forward`` on the swapped class is a data descriptor: an instance ``forward`` (TRL's fused
+  LM head, accelerate's wrappers), set before or while reduced, is kept aside and returned
+  wrapped; TRL's ``fused_lm_head=True`` log-probabilities and loss are corrected to the full
+  vocabulary there (:func:`_fused_call`). Under PEFT the base model's class is swapped too.
+* A call without labels in training mode with gradients enabled leaves the output layer's
+  input on its output, for :func:`dropped_logsumexp`. Inside a ``Trainer``'s
+  ``compute_loss`` such a call is covered (label smoothing, made exact) or refused unless the
+  loss function or trainer is marked with :func:`full_vocab_loss`.
+* A labelled call whose loss never ran the output layer (a fused loss kernel) is refused.
+
 ``"shifted"`` adds one trainable vector ``s`` (hidden size, zero at apply) to every dropped row
 inside the normaliser, which costs nothing extra: ``lse_j(h·(w_j + s) + b_j) =
 lse_j(h·w_j + b_j) + h·s``. When the output layer has a trainable bias, a trainable scalar
@@ -44,9 +56,11 @@ refused with ``VocabError``. A model without a vocabulary-sized output layer ign
 from __future__ import annotations
 
 import inspect
+import sys
 import threading
+import types
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import attrs
@@ -56,7 +70,14 @@ from torch import nn
 from vocab_adapters.stages.reversible import Applied, RevertInputs, RowShift
 from vocabcore import VocabError, VocabPlan
 
-__all__ = ["AppliedSoftmax", "PreparedSoftmax", "SOFTMAX_MODES", "dropped_logsumexp", "prepare"]
+__all__ = [
+    "AppliedSoftmax",
+    "PreparedSoftmax",
+    "SOFTMAX_MODES",
+    "dropped_logsumexp",
+    "full_vocab_loss",
+    "prepare",
+]
 
 SOFTMAX_MODES = ("reduced", "full", "shifted")
 """The values ``apply_plan(..., softmax=...)`` accepts."""
@@ -67,6 +88,11 @@ DEFAULT_CHUNK_ROWS = 8192
 _STATE = "_vocabcore_softmax"
 SHIFT = "vocab_shift"
 SHIFT_BIAS = "vocab_shift_bias"
+_PATCHED = "_vocabcore_patched_forward"  # an instance ``forward`` set on the model while reduced
+_WRAPPED = "_vocabcore_wrapped_forward"  # (patched, its wrapper), made once
+_CAPTURE = "_vocabcore_head_input"  # on a label-free training output: the head's input
+FULL_VOCAB_MARK = "vocab_full_softmax"
+"""Attribute :func:`full_vocab_loss` sets on a loss function that adds the extra column."""
 
 
 def check_mode(softmax: Any) -> str:
@@ -187,19 +213,22 @@ class _Normaliser:
         return lse.reshape(hidden.shape[:-1])
 
 
-def dropped_logsumexp(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+def dropped_logsumexp(model: nn.Module, hidden: Any) -> torch.Tensor:
     """The extra column for a loss computed outside the model.
 
     Args:
         model: A model reduced with ``softmax="full"`` or ``"shifted"``.
-        hidden: The output layer's input (``[..., hidden_size]``).
+        hidden: The output layer's input (``[..., hidden_size]``), or the output of a call of
+            the model without ``labels`` in training mode with gradients enabled (such an
+            output carries the output layer's input).
 
     Returns:
         ``[...]`` float32: the log-sum-exp of the dropped rows' logits (shifts included), so
         that ``cross_entropy(cat([logits, lse[..., None]], -1), labels)`` is the full loss.
 
     Raises:
-        VocabError: The model is not reduced with a full softmax.
+        VocabError: The model is not reduced with a full softmax, or ``hidden`` is an output
+            that does not carry the output layer's input.
     """
     state = model.__dict__.get(_STATE)
     if not isinstance(state, _State):
@@ -207,7 +236,39 @@ def dropped_logsumexp(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
             "this model is not reduced with softmax='full' or 'shifted'; apply_plan(..., "
             "softmax='full') first"
         )
+    if not isinstance(hidden, torch.Tensor):
+        captured = _captured(hidden)
+        if captured is None:
+            raise VocabError(
+                "this model output does not carry the output layer's input (only outputs of a "
+                "call without labels, in training mode, with gradients enabled, returned as a "
+                "ModelOutput do); pass the hidden states given to the output layer instead"
+            )
+        hidden = captured[1]
     return state.normaliser.column(hidden)
+
+
+def full_vocab_loss(target: Any) -> Any:
+    """Mark a ``compute_loss_func`` (or a trainer) as computing the full-vocabulary loss itself.
+
+    With ``softmax="full"``/``"shifted"``, a call of the model without labels while training
+    from inside a ``Trainer``'s ``compute_loss`` gets logits over the kept ids only. That is
+    how the ``Trainer`` calls the model when ``compute_loss_func`` is set, and how trainers
+    that compute log-probabilities from the logits (a ``compute_loss`` override, older TRL
+    trainers) do; the first training step raises ``VocabError`` unless the function (or the
+    trainer) is marked with this function, which promises that the loss adds
+    ``dropped_logsumexp(model, outputs)`` as an extra column (or means to train over the kept
+    ids only). Label smoothing needs no mark: it is made exact.
+
+    Args:
+        target: The loss function (``(outputs, labels, num_items_in_batch) -> loss``; usable
+            as a decorator), or the trainer whose ``compute_loss`` calls the model.
+
+    Returns:
+        ``target`` itself, marked.
+    """
+    setattr(target, FULL_VOCAB_MARK, True)
+    return target
 
 
 # -- the switch: labels given -> the extra column and vocab_size + 1 ----------------------------
@@ -233,10 +294,55 @@ class _State:
         self._lock = threading.Lock()
         self._saved: list[tuple[Any, Any]] = []
         self._saved_buffers: list[tuple[nn.Module, str, torch.Tensor]] = []
+        self.local = threading.local()  # per thread: capture slots, the patched-call depth
+        self._sums: dict[torch.device, torch.Tensor] = {}
+
+    def slots(self) -> list[Any]:
+        """This thread's capture slots (one per label-free training call in progress)."""
+        slots: list[Any] | None = getattr(self.local, "slots", None)
+        if slots is None:
+            slots = self.local.slots = []
+        return slots
+
+    def dropped_sum(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``sum_j`` of the dropped rows' logits (shifts included) for every position."""
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        normaliser = self.normaliser
+        total = self._sums.get(flat.device)
+        if total is None:
+            with torch.no_grad():
+                source, rows, _ = normaliser.on(flat.device)
+                total = torch.zeros(source.shape[1], dtype=torch.float32, device=flat.device)
+                for start in range(0, normaliser.count, normaliser.chunk):
+                    stop = min(start + normaliser.chunk, normaliser.count)
+                    part = (
+                        source[start:stop]
+                        if rows is None
+                        else source.index_select(0, rows[start:stop])
+                    )
+                    total += part.float().sum(dim=0)
+            self._sums.clear()
+            self._sums[flat.device] = total
+        out = flat.float() @ total
+        if normaliser.bias is not None:
+            out = out + normaliser.bias.to(flat.device).sum()
+        if normaliser.shift is not None:
+            out = out + normaliser.count * (flat @ normaliser.shift.to(flat.dtype)).float()
+        if normaliser.shift_bias is not None:
+            out = out + normaliser.count * normaliser.shift_bias.float()
+        return out.reshape(hidden.shape[:-1])
 
     @property
     def on(self) -> bool:
         return self._depth > 0
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _State:
+        raise VocabError(
+            "a model reduced with softmax='full'/'shifted' cannot be copied (its machinery "
+            "points at this model); TRL's DPO/KTO/GRPO copy the model when no reference model "
+            "is given: pass ref_model= (the same base model reduced with the same plan), or "
+            "copy the model before apply_plan"
+        )
 
     @contextmanager
     def labelled(self) -> Any:
@@ -300,27 +406,344 @@ def _subclass(cls: type) -> type:
         state = self.__dict__.get(_STATE)
         if not isinstance(state, _State):
             return base_forward(self, *args, **kwargs)
-        labels = kwargs.get("labels")
-        position = state.labels_position
-        if labels is None and position is not None and len(args) > position:
-            labels = args[position]
-        if labels is None:
-            return base_forward(self, *args, **kwargs)
-        with state.labelled():
-            output = base_forward(self, *args, **kwargs)
-        return _without_column(output, state.new_size)
+        return _route(self, state, types.MethodType(base_forward, self), args, kwargs)
 
     forward.__doc__ = base_forward.__doc__
     forward.__wrapped__ = base_forward  # type: ignore[attr-defined]
     namespace = {
-        "forward": forward,
+        "forward": _ForwardSlot(forward),
         "__module__": cls.__module__,
         "__qualname__": cls.__qualname__,
         "__doc__": cls.__doc__,
         "_vocabcore_softmax_base": cls,
+        "_vocabcore_labels_position": _labels_position(cls),
     }
     sub = type(cls.__name__, (cls,), namespace)
     _SUBCLASSES[cls] = sub
+    return sub
+
+
+def _route(
+    model: nn.Module,
+    state: _State,
+    call: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Call ``call``: with labels, with the extra column on; without, capturing the head input."""
+    labels = kwargs.get("labels")
+    position = getattr(type(model), "_vocabcore_labels_position", state.labels_position)
+    if labels is None and position is not None and len(args) > position:
+        labels = args[position]
+    if labels is None:
+        if not (torch.is_grad_enabled() and model.training):
+            return call(*args, **kwargs)
+        _check_trainer(model)
+        slots = state.slots()
+        slots.append(None)
+        try:
+            output = call(*args, **kwargs)
+        finally:
+            hidden = slots.pop()
+        if hidden is not None and _captured(output) is None:
+            # a tuple output cannot carry it: dropped_logsumexp needs the hidden states then
+            with suppress(AttributeError, TypeError):
+                object.__setattr__(output, _CAPTURE, (state, hidden))
+        return output
+    before = getattr(state.local, "columns", 0)
+    with state.labelled():
+        output = call(*args, **kwargs)
+    if getattr(state.local, "columns", 0) == before and getattr(output, "loss", None) is not None:
+        raise VocabError(
+            f"{type(model).__name__}.forward computed its loss without calling the output "
+            "layer (a fused loss kernel such as Liger's fused linear cross-entropy), so "
+            "softmax='full'/'shifted' could not add the dropped rows; turn that kernel off or "
+            "use softmax='reduced'"
+        )
+    return _without_column(output, state.new_size)
+
+
+def _captured(output: Any) -> tuple[_State, torch.Tensor] | None:
+    """``(state, head input)`` that a label-free training call left on its output."""
+    try:
+        found = object.__getattribute__(output, _CAPTURE)
+    except AttributeError:
+        return None
+    return found if isinstance(found, tuple) else None
+
+
+class _ForwardSlot:
+    """``forward`` of the swapped class: keeps an instance ``forward`` set while reduced aside.
+
+    Libraries replace ``model.forward`` on the instance (TRL's fused LM head, accelerate's
+    mixed-precision wrapper), which would bypass the class's ``forward``. As a data descriptor
+    this slot receives such an assignment, keeps the function in the model's ``__dict__``
+    under another name, and returns it wrapped: labels still switch the extra column on, and
+    TRL's fused LM head (``fused_lm_head=True``) gets its log-probabilities corrected to the
+    full vocabulary. Revert puts the function back as the instance's ``forward``.
+    """
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self.function = function
+        self.__doc__ = function.__doc__
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        if instance is None:
+            return self.function
+        patched = instance.__dict__.get(_PATCHED)
+        if patched is None:
+            return types.MethodType(self.function, instance)
+        cached = instance.__dict__.get(_WRAPPED)
+        if cached is None or cached[0] is not patched:
+            cached = instance.__dict__[_WRAPPED] = (patched, _patched_wrapper(patched))
+        return types.MethodType(cached[1], instance)
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        instance.__dict__[_PATCHED] = value
+
+    def __delete__(self, instance: Any) -> None:
+        if instance.__dict__.pop(_PATCHED, None) is None:
+            raise AttributeError("forward")
+
+
+def _patched_wrapper(patched: Callable[..., Any]) -> Callable[..., Any]:
+    def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        state = self.__dict__.get(_STATE)
+        depth = 0 if not isinstance(state, _State) else getattr(state.local, "depth", 0)
+        if not isinstance(state, _State) or depth > 0:
+            return patched(*args, **kwargs)  # not reduced, or an outer wrapper handles it
+        state.local.depth = 1
+        try:
+            if kwargs.get("fused_lm_head"):
+                return _fused_call(self, state, patched, args, kwargs)
+            return _route(self, state, patched, args, kwargs)
+        finally:
+            state.local.depth = 0
+
+    forward.__wrapped__ = patched  # type: ignore[attr-defined]
+    forward.__doc__ = getattr(patched, "__doc__", None)
+    try:  # the patched forward's signature (``generate`` and the Trainer read it) plus self
+        signature = inspect.signature(patched)
+        first = inspect.Parameter("__self", inspect.Parameter.POSITIONAL_ONLY)
+        parameters = [first, *signature.parameters.values()]
+        forward.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        pass
+    return forward
+
+
+def _closure_values(function: Any) -> dict[str, Any]:
+    function = getattr(function, "__func__", function)
+    try:
+        return dict(inspect.getclosurevars(function).nonlocals)
+    except TypeError:
+        return {}
+
+
+def _trl_fused_head(patched: Any) -> dict[str, Any] | None:
+    """The closure of TRL's ``_fused_forward`` under ``patched`` (wrappers followed), or None.
+
+    Other wrappers (accelerate's ``convert_outputs_to_fp32``, this module's own) set
+    ``__wrapped__``; TRL's function keeps its name in its code object (``functools.wraps``
+    renames the function itself) and its settings in its closure.
+    """
+    function = patched
+    for _ in range(16):
+        function = getattr(function, "__func__", function)
+        code = getattr(function, "__code__", None)
+        if getattr(code, "co_name", "") == "_fused_forward":
+            values = _closure_values(function)
+            return values if {"temperature", "backbone_attr"} <= set(values) else None
+        function = getattr(function, "__wrapped__", None)
+        if function is None:
+            return None
+    return None
+
+
+def _fused_call(
+    model: nn.Module,
+    state: _State,
+    patched: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """TRL's fused LM head, its log-probabilities and loss corrected to the full vocabulary.
+
+    TRL (``trl.trainer.utils.add_fused_lm_head``) normalises over the output layer's rows,
+    the kept ones. With ``z_y`` the label's logit and ``T`` the temperature, its
+    ``log p = z_y/T - lse_kept``, so ``lse_kept = z_y/T - log p`` and the full-vocabulary
+    ``log p_full = log p - softplus(lse_dropped - lse_kept)``, with ``lse_dropped`` the extra
+    column over the hidden states divided by ``T``. Differentiable in every term, so the
+    gradients (the shift's included) are those of the full softmax.
+    """
+    values = _trl_fused_head(patched)
+    if values is None:
+        raise VocabError(
+            "model.forward was replaced by a fused LM head vocabcore does not know (called with "
+            "fused_lm_head=True); softmax='full'/'shifted' cover TRL's add_fused_lm_head only: "
+            "use softmax='reduced' with this head"
+        )
+    temperature = float(values["temperature"])
+    head = model.get_output_embeddings()  # type: ignore[operator]
+    weight = head.weight
+    bias = getattr(head, "bias", None)
+    if temperature != 1.0 and (bias is not None or state.normaliser.bias is not None):
+        raise VocabError(
+            f"TRL's fused LM head with temperature={temperature} on an output layer with a "
+            "bias is not covered by softmax='full'/'shifted'; use temperature=1.0 or "
+            "softmax='reduced'"
+        )
+    backbone = getattr(model, values["backbone_attr"])
+    seen: list[Any] = []
+    handle = backbone.register_forward_hook(lambda module, inputs, output: seen.append(output))
+    try:
+        output = patched(*args, **kwargs)
+    finally:
+        handle.remove()
+    state.local.columns = getattr(state.local, "columns", 0) + 1  # this call is covered
+    if not seen or getattr(output, "log_probs", None) is None:
+        raise VocabError(
+            "TRL's fused LM head ran without the backbone vocabcore expected, so its "
+            "log-probabilities cannot be corrected to the full vocabulary; use "
+            "softmax='reduced' with this trainer"
+        )
+    last = seen[-1]
+    hidden = last.last_hidden_state if hasattr(last, "last_hidden_state") else last[0]
+    shift_labels = kwargs.get("shift_labels")
+    if shift_labels is None:
+        hidden, target = hidden[:, :-1], kwargs["labels"][:, 1:]
+    else:
+        target = shift_labels
+    mask = output.label_mask
+    log_probs = output.log_probs
+    if mask is None or tuple(mask.shape) != tuple(target.shape):
+        raise VocabError(
+            "TRL's fused LM head scored other positions than the labels (prompt-learning PEFT "
+            "pads them), which softmax='full'/'shifted' cannot correct; use softmax='reduced'"
+        )
+    hidden = hidden.to(weight.device)
+    picked = hidden[mask.to(hidden.device)]
+    labels = target.to(weight.device)[mask]
+    label_logit = (picked.float() * weight.index_select(0, labels).float()).sum(dim=-1)
+    if bias is not None:
+        label_logit = label_logit + bias.index_select(0, labels).float()
+    kept_lse = label_logit / temperature - log_probs[mask].float()
+    dropped_lse = state.normaliser.column(picked / temperature if temperature != 1.0 else picked)
+    correction = nn.functional.softplus(dropped_lse - kept_lse)
+    output.log_probs = log_probs - torch.zeros(
+        mask.shape, dtype=log_probs.dtype, device=log_probs.device
+    ).masked_scatter(mask, correction.to(log_probs.dtype))
+    items = kwargs.get("num_items_in_batch")
+    denominator = mask.sum().clamp(min=1) if items is None else items
+    if output.loss is not None:
+        output.loss = output.loss + correction.sum() / denominator
+    return output
+
+
+def _check_trainer(model: nn.Module) -> None:
+    """A label-free training call from a ``Trainer``'s ``compute_loss``: cover it or refuse.
+
+    The ``Trainer`` (and TRL's ``SFTTrainer``) takes the labels out before calling the model
+    when ``label_smoothing_factor`` or ``compute_loss_func`` is set. Label smoothing is made
+    exact by giving the trainer's smoother the full-vocabulary ``__call__`` (its class is
+    swapped, which also reaches a call that already holds the smoother); a
+    ``compute_loss_func`` not marked with :func:`full_vocab_loss` is refused.
+    """
+    frame: types.FrameType | None = sys._getframe(2)
+    trainer: Any = None
+    for _ in range(64):
+        if frame is None:
+            break
+        if frame.f_code.co_name == "compute_loss":
+            found = frame.f_locals.get("self")
+            if hasattr(found, "label_smoother") and hasattr(found, "compute_loss_func"):
+                trainer = found
+                break
+        frame = frame.f_back
+    if trainer is None:
+        return
+    function = trainer.compute_loss_func
+    if function is not None:
+        if getattr(function, FULL_VOCAB_MARK, False):
+            return
+        raise VocabError(
+            f"{type(trainer).__name__}(compute_loss_func=...) gets logits over the kept ids "
+            "only with softmax='full'/'shifted' (the model is called without labels); add "
+            "the column dropped_logsumexp(model, outputs) to the logits in your loss and mark "
+            "it with vocab_adapters.stages.softmax.full_vocab_loss, or drop "
+            "compute_loss_func, or use softmax='reduced'"
+        )
+    smoother = trainer.label_smoother
+    if smoother is not None:
+        if not getattr(type(smoother), FULL_VOCAB_MARK, False):
+            smoother.__class__ = _full_smoother(type(smoother))
+        return
+    if getattr(trainer, FULL_VOCAB_MARK, False):
+        return
+    raise VocabError(
+        f"{type(trainer).__name__}.compute_loss calls the model without labels while "
+        "training, so its loss comes from logits over the kept ids only and "
+        "softmax='full'/'shifted' would silently train 'reduced' (older TRL trainers compute "
+        "log-probabilities this way; TRL 1.x's fused LM head is covered); compute the loss "
+        "with the column dropped_logsumexp(model, outputs) and mark the trainer with "
+        "vocab_adapters.stages.softmax.full_vocab_loss(trainer), or use softmax='reduced'"
+    )
+
+
+_SMOOTHERS: dict[type, type] = {}
+
+
+def _full_smoother(cls: type) -> type:
+    """A subclass of the trainer's ``LabelSmoother`` that smooths over the full vocabulary."""
+    if cls in _SMOOTHERS:
+        return _SMOOTHERS[cls]
+    base_call = cls.__call__
+
+    def __call__(
+        self: Any,
+        model_output: Any,
+        labels: torch.Tensor,
+        shift_labels: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> torch.Tensor:
+        captured = _captured(model_output)
+        if captured is None:  # not reduced (any more), or a tuple output
+            extra = {} if num_items_in_batch is None else {"num_items_in_batch": num_items_in_batch}
+            return base_call(self, model_output, labels, shift_labels, **extra)  # type: ignore[no-any-return]
+        state, hidden = captured
+        logits = model_output["logits"] if isinstance(model_output, dict) else model_output[0]
+        column = state.normaliser.column(hidden)
+        dropped = state.dropped_sum(hidden)
+        if shift_labels:
+            logits, column, dropped = logits[..., :-1, :], column[..., :-1], dropped[..., :-1]
+            labels = labels[..., 1:]
+        logits = logits.float()
+        rows = logits.shape[-1] + state.normaliser.count
+        lse = torch.logaddexp(torch.logsumexp(logits, dim=-1), column)
+        padding = labels.eq(self.ignore_index)
+        safe = labels.clamp(min=0)
+        nll = lse - logits.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+        smoothed = rows * lse - (logits.sum(dim=-1) + dropped)
+        nll = nll.masked_fill(padding, 0.0)
+        smoothed = smoothed.masked_fill(padding, 0.0)
+        if num_items_in_batch is None:
+            denominator: Any = padding.numel() - padding.long().sum()
+        elif torch.is_tensor(num_items_in_batch):
+            denominator = num_items_in_batch.to(nll.device)
+        else:
+            denominator = num_items_in_batch
+        nll_loss = nll.sum() / denominator
+        smoothed_loss = smoothed.sum() / (denominator * rows)
+        return (1 - self.epsilon) * nll_loss + self.epsilon * smoothed_loss  # type: ignore[no-any-return]
+
+    namespace = {
+        "__call__": __call__,
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+        FULL_VOCAB_MARK: True,
+    }
+    sub = type(cls.__name__, (cls,), namespace)
+    _SMOOTHERS[cls] = sub
     return sub
 
 
@@ -357,8 +780,16 @@ def _install_class(model: nn.Module, cls: type) -> None:
 
 def _head_hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
     state = module.__dict__.get(_STATE)
-    if not isinstance(state, _State) or not state.on or not isinstance(output, torch.Tensor):
+    if not isinstance(state, _State) or not isinstance(output, torch.Tensor):
         return output
+    if not state.on:
+        slots = getattr(state.local, "slots", None)
+        # label-free training calls in progress (nested when wrappers call the model's own
+        # forward, and a wrapper may rebuild the output): each output carries the input
+        if slots:
+            slots[:] = [args[0]] * len(slots)
+        return output
+    state.local.columns = getattr(state.local, "columns", 0) + 1
     column = state.normaliser.column(args[0])
     return torch.cat([output, column.to(output.dtype).unsqueeze(-1)], dim=-1)
 
@@ -367,6 +798,14 @@ def _head_hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
 
 
 def _refuse_post_head_transforms(model: nn.Module) -> None:
+    forward_module = getattr(type(model).forward, "__module__", None) or ""
+    if forward_module.split(".")[0] == "liger_kernel":
+        raise VocabError(
+            f"{type(model).__name__}.forward is Liger's fused linear cross-entropy, which "
+            "computes the loss over the output layer's rows itself, so softmax='full'/'shifted' "
+            "cannot add the dropped rows; apply Liger without fused_linear_cross_entropy, or "
+            "use softmax='reduced'"
+        )
     config = getattr(model, "config", None)
     if config is None:
         return
@@ -379,8 +818,9 @@ def _refuse_post_head_transforms(model: nn.Module) -> None:
             problems.append("final_logit_softcapping")
         if values.get("logit_scale") not in (None, 1, 1.0):
             problems.append("logit_scale")
-        if values.get("logits_scaling") not in (None, 1, 1.0):
-            problems.append("logits_scaling")
+        for name in ("logits_scaling", "lm_head_multiplier", "output_multiplier"):
+            if values.get(name) not in (None, 1, 1.0):
+                problems.append(name)
         if problems:
             raise VocabError(
                 f"{path}.{problems[0]} transforms the logits after the output layer, which the "
@@ -456,15 +896,22 @@ class AppliedSoftmax(Applied):
         self.head = prepared.head
         self.parameters = prepared.parameters
         self._prepared = prepared
-        self._base = type(prepared.model)
         self._handle: Any = None
+        # The model, and under PEFT the base model too: TRL adds its fused LM head to the
+        # base model's instance, which the class swap must reach (same state for both).
+        self._targets: list[tuple[nn.Module, type, type]] = []
+        if prepared._subclass is not None:
+            self._targets.append((prepared.model, type(prepared.model), prepared._subclass))
+            get_base = getattr(prepared.model, "get_base_model", None)
+            base = get_base() if callable(get_base) else None
+            if isinstance(base, nn.Module) and base is not prepared.model:
+                self._targets.append((base, type(base), _subclass(type(base))))
 
     def _install(self) -> None:
         """(Re)install the class swap, the hook and the shift parameters (plain assignments)."""
         prepared = self._prepared
         if self.head is None or prepared._state is None or prepared._subclass is None:
             return
-        self.model.__dict__[_STATE] = prepared._state
         self.head.__dict__[_STATE] = prepared._state
         normaliser = prepared._state.normaliser
         if normaliser.shift is not None:
@@ -472,10 +919,14 @@ class AppliedSoftmax(Applied):
         if normaliser.shift_bias is not None:
             self.head._parameters[SHIFT_BIAS] = normaliser.shift_bias
         self._handle = self.head.register_forward_hook(_head_hook)
-        _install_class(self.model, prepared._subclass)
+        for target, _, sub in self._targets:
+            target.__dict__[_STATE] = prepared._state
+            patched = target.__dict__.pop("forward", None)
+            if patched is not None:  # e.g. TRL's fused LM head, added before apply
+                target.__dict__[_PATCHED] = patched
+            _install_class(target, sub)
 
     def _uninstall(self) -> None:
-        prepared = self._prepared
         if self.head is None:
             return
         if self._handle is not None:
@@ -485,19 +936,25 @@ class AppliedSoftmax(Applied):
             if any(self.head._parameters.get(name) is p for p in self.parameters):
                 del self.head._parameters[name]
         self.head.__dict__.pop(_STATE, None)
-        self.model.__dict__.pop(_STATE, None)
-        if prepared._subclass is not None and type(self.model) is prepared._subclass:
-            self.model.__class__ = self._base
+        for target, base, sub in self._targets:
+            target.__dict__.pop(_STATE, None)
+            target.__dict__.pop(_WRAPPED, None)
+            if type(target) is sub:
+                target.__class__ = base
+            patched = target.__dict__.pop(_PATCHED, None)
+            if patched is not None:  # an instance forward set before or while reduced stays
+                target.__dict__["forward"] = patched
 
     def _check_revert(self) -> None:
         """Raise ``VocabError`` if the class, hook or shift parameters were changed."""
         if self.head is None:
             return
-        if type(self.model) is not self._prepared._subclass:
-            raise VocabError(
-                f"the model's class was changed to {type(self.model).__name__} while reduced "
-                "with softmax='full'/'shifted'; put it back before reverting"
-            )
+        for target, _, sub in self._targets:
+            if type(target) is not sub:
+                raise VocabError(
+                    f"the model's class was changed to {type(target).__name__} while reduced "
+                    "with softmax='full'/'shifted'; put it back before reverting"
+                )
         for name, param in zip((SHIFT, SHIFT_BIAS), self._shifts(), strict=True):
             if param is not None and self.head._parameters.get(name) is not param:
                 raise VocabError(

@@ -144,8 +144,7 @@ class VocabReductionCallback(TrainerCallback):
         self._model: Any = None
         self._load_hook: Any = None
         self._patched = False
-        self._extra: list[tuple[Any, Any]] = []  # (optimizer group, parameter) added by apply
-        self._extra_state: list[Any] = []  # their optimizer state, for the next apply
+        self._extra_state: list[Any] = []  # the shift's optimizer state, for the next apply
         # Read now, while the tokenizer is still full: its ids are old ids.
         self._unk_old: int | None = getattr(tokenizer, "unk_token_id", None)
 
@@ -160,7 +159,6 @@ class VocabReductionCallback(TrainerCallback):
         if self.active:
             return
         torch_optimizer = _unwrap_optimizer(optimizer) if optimizer is not None else None
-        before = {id(p) for p in model.parameters()}
         self.applied = apply_plan(
             self._next_plan,
             model=model,
@@ -169,61 +167,35 @@ class VocabReductionCallback(TrainerCallback):
             offload=self.offload,
             softmax=self.softmax,
         )
-        if torch_optimizer is not None:
-            self._add_new_parameters(model, torch_optimizer, before)
+        self._carry_state_in()
 
-    def _add_new_parameters(self, model: Any, optimizer: Any, before: set[int]) -> None:
-        """Put trainable parameters that apply created (the softmax shift) in the optimizer.
+    def _joined(self) -> tuple[Any, ...]:
+        """Parameters apply put in the Trainer's optimizer (the softmax shift), if any."""
+        stage = self.applied.stages.get("optimizer") if self.applied is not None else None
+        return tuple(getattr(stage, "joined", ()))
 
-        Only when the optimizer trains the output layer. Their state from the previous apply
-        (the shift of the last checkpoint interval) carries over: the shift was folded into
-        the dropped rows, so the new one continues where it left off.
+    def _carry_state_in(self) -> None:
+        """The shift's optimizer state from the last interval continues (apply starts it fresh).
+
+        The shift was folded into the dropped rows at the checkpoint, so the new one, at zero,
+        continues where the old one left off, and so does its optimizer state.
         """
-        held = {id(p): group for group in optimizer.param_groups for p in group["params"]}
-        new = [p for p in model.parameters() if p.requires_grad and id(p) not in before]
-        extra = [p for p in new if id(p) not in held]
-        get_output = getattr(model, "get_output_embeddings", None)
-        head = get_output() if callable(get_output) else None
-        head_group = held.get(id(getattr(head, "weight", None)))
-        if not extra or head_group is None:
+        optimizer = self.applied.optimizer if self.applied is not None else None
+        states, self._extra_state = self._extra_state, []
+        if optimizer is None:
             return
-        no_decay = [g for g in optimizer.param_groups if not g.get("weight_decay", 0.0)]
-        group = no_decay[0] if no_decay else head_group
-        states = self._extra_state
-        for i, parameter in enumerate(extra):
-            group["params"].append(parameter)
-            self._extra.append((group, parameter))
-            state = states[i] if i < len(states) else None
+        for parameter, state in zip(self._joined(), states, strict=False):
             if state and all(_fits(value, parameter) for value in state.values()):
                 optimizer.state[parameter] = state
-        self._extra_state = []
-
-    def _remove_new_parameters(self) -> None:
-        optimizer = self.applied.optimizer if self.applied is not None else None
-        states: list[Any] = []
-        for group, parameter in self._extra:
-            group["params"][:] = [p for p in group["params"] if p is not parameter]
-            if optimizer is not None:
-                states.append(optimizer.state.pop(parameter, None))
-        self._extra = []
-        self._extra_state = states
 
     def _revert(self) -> None:
         if self.applied is None or not self.applied.active:
             return
-        extra = list(self._extra)
-        self._remove_new_parameters()
+        optimizer = self.applied.optimizer
+        states = [optimizer.state.get(p) if optimizer is not None else None for p in self._joined()]
         plan = self.applied.plan
-        try:
-            revert_plan(self.applied, keep_added=self.keep_added)
-        except BaseException:  # the plan stays in force: so do the added parameters
-            optimizer = self.applied.optimizer
-            for (group, parameter), state in zip(extra, self._extra_state, strict=True):
-                group["params"].append(parameter)
-                if state is not None and optimizer is not None:
-                    optimizer.state[parameter] = state
-            self._extra, self._extra_state = extra, []
-            raise
+        revert_plan(self.applied, keep_added=self.keep_added)  # the shift leaves the optimizer
+        self._extra_state = states
         if self.keep_added and plan.added:
             self._next_plan = _grown_plan(plan, self.tokenizer)
 

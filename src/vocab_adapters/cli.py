@@ -1,4 +1,4 @@
-"""The ``vocabcore`` command: plan, suggest, stats, export, demo."""
+"""The ``vocabcore`` command: plan, suggest, stats, export, draft, demo."""
 
 from __future__ import annotations
 
@@ -314,6 +314,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_draft(args: argparse.Namespace) -> int:
+    from vocab_adapters.deploy.draft_vocab import draft_vocab
+
+    plan = VocabPlan.load(args.plan)
+    out = draft_vocab(
+        plan,
+        args.output,
+        format=args.format,
+        target_vocab_size=args.target_vocab_size,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote a {args.format} draft vocabulary of {len(plan.kept):,} tokens to {out}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from vocab_adapters.demo import run_demo
 
@@ -423,6 +438,25 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True, help="output directory")
     export.add_argument("--overwrite", action="store_true", help="replace the output directory")
     export.set_defaults(func=_cmd_export)
+
+    draft = sub.add_parser(
+        "draft", help="write a plan's kept ids as a speculative-decoding draft vocabulary"
+    )
+    draft.add_argument("--plan", required=True, help="plan.json (e.g. from plan --max-size K)")
+    draft.add_argument("-o", "--output", required=True, help="file to write")
+    draft.add_argument(
+        "--format",
+        choices=("sglang", "eagle3"),
+        default="sglang",
+        help="sglang: --speculative-token-map file; eagle3: d2t/t2d tensors",
+    )
+    draft.add_argument(
+        "--target-vocab-size",
+        type=_positive_int,
+        help="the target's config.vocab_size when it exceeds the plan's vocabulary",
+    )
+    draft.add_argument("--overwrite", action="store_true", help="replace the output file")
+    draft.set_defaults(func=_cmd_draft)
 
     demo = sub.add_parser("demo", help="fine-tune all-MiniLM-L6-v2 with and without reduction")
     demo.add_argument("--steps", type=int, default=200, help="training steps per run")

@@ -302,15 +302,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
     plan = VocabPlan.load(args.plan)
     from vocab_adapters.integrations import sentence_transformer
 
+    what = {"hf": "a model", "gguf": "a GGUF model", "onnx": "an ONNX model"}[args.format]
     if sentence_transformer.is_sentence_transformer_dir(args.model):
         st_model = sentence_transformer.load(args.model)
-        out = export_reduced(st_model, None, plan, args.output, overwrite=args.overwrite)
-        print(f"wrote a sentence-transformers model reduced to {plan.new_size:,} tokens to {out}")
+        out = export_reduced(
+            st_model, None, plan, args.output, format=args.format, overwrite=args.overwrite
+        )
+        print(f"wrote {what} (sentence-transformers) reduced to {plan.new_size:,} tokens to {out}")
         return 0
     model = load_model(args.model)
     tokenizer = load_tokenizer(args.tokenizer or args.model)
-    out = export_reduced(model, tokenizer, plan, args.output, overwrite=args.overwrite)
-    print(f"wrote a model reduced to {plan.new_size:,} tokens to {out}")
+    out = export_reduced(
+        model, tokenizer, plan, args.output, format=args.format, overwrite=args.overwrite
+    )
+    print(f"wrote {what} reduced to {plan.new_size:,} tokens to {out}")
     return 0
 
 
@@ -435,7 +440,15 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--model", required=True, help="directory of the saved model")
     export.add_argument("--tokenizer", help="tokenizer directory (default: the model's)")
     export.add_argument("--plan", required=True, help="plan.json")
-    export.add_argument("-o", "--output", required=True, help="output directory")
+    export.add_argument(
+        "-o", "--output", required=True, help="output directory (gguf: the .gguf file)"
+    )
+    export.add_argument(
+        "--format",
+        choices=("hf", "gguf", "onnx"),
+        default="hf",
+        help="hf: a Hugging Face directory; gguf: one file for llama.cpp; onnx: for ONNX Runtime",
+    )
     export.add_argument("--overwrite", action="store_true", help="replace the output directory")
     export.set_defaults(func=_cmd_export)
 

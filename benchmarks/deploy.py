@@ -376,6 +376,58 @@ def run_minilm(out_dir: Path) -> dict[str, Any]:
     return result
 
 
+START, END = "<!-- deploy-table:start -->", "<!-- deploy-table:end -->"
+
+
+def _mb(n: float | None) -> str:
+    return "n/a" if n is None else f"{n / 1e6:,.1f} MB"
+
+
+def _s(n: float | None) -> str:
+    return "n/a" if n is None else (f"{n * 1000:,.0f} ms" if n < 10 else f"{n:,.1f} s")
+
+
+def table(results: dict[str, Any]) -> str:
+    """The markdown table of ``docs/deploy.md`` from ``deploy.json``."""
+    rows = [
+        "| model | file | vocabulary rows | size | load | first token (32-token prompt) "
+        "| 16 more tokens | held-out identical (domain / other) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, r in results["shapes"].items():
+        kind = "ONNX f32" if key == "minilm" else "GGUF f16"
+        first = "first_batch_s" if key == "minilm" else "first_token_s"
+        for name in ("full", "trimmed"):
+            identical = (
+                "100 %"
+                if name == "full"
+                else (f"{r['identical_domain']:.1%} / {r['identical_other']:.1%}")
+            )
+            rows.append(
+                f"| {r['label']} | {kind} {name} | {r[f'rows_{name}']:,} "
+                f"| {_mb(r.get(f'{name}_bytes'))} | {_s(r.get(f'{name}_load_s'))} "
+                f"| {_s(r.get(f'{name}_{first}'))} | {_s(r.get(f'{name}_decode_16_s'))} "
+                f"| {identical} |"
+            )
+    v = results["versions"]
+    rows.append("")
+    rows.append(
+        f"Measured with torch {v['torch']}, transformers {v['transformers']}, gguf {v['gguf']}, "
+        f"onnxruntime {v['onnxruntime']}, llama-cpp-python {v['llama_cpp_python']} on "
+        f"{v['cpu_count']} CPU cores shared with other jobs"
+        + (" (`--quick`: 2 decoder layers)" if results.get("quick") else "")
+        + ". For MiniLM the first-token column is one 16-sentence batch."
+    )
+    return "\n".join(rows)
+
+
+def write_doc(results: dict[str, Any], doc: Path) -> None:
+    text = doc.read_text(encoding="utf-8")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    doc.write_text(f"{head}{START}\n{table(results)}\n{END}{tail}", encoding="utf-8")
+
+
 def versions() -> dict[str, str]:
     import importlib.metadata as metadata
 
@@ -402,7 +454,12 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="*", default=list(SHAPES))
     parser.add_argument("--no-minilm", action="store_true")
     parser.add_argument("-o", "--output", default=str(HERE / "deploy.json"))
+    parser.add_argument("--doc-only", action="store_true", help="rewrite docs/deploy.md's table")
     args = parser.parse_args()
+    doc = ROOT / "docs" / "deploy.md"
+    if args.doc_only:
+        write_doc(json.loads(Path(args.output).read_text()), doc)
+        return
     layers = 2 if args.quick else None
     results: dict[str, Any] = {"versions": versions(), "quick": args.quick, "shapes": {}}
     output = Path(args.output)
@@ -420,6 +477,8 @@ def main() -> None:
             results["shapes"]["minilm"] = run_minilm(Path(tmp))
             print(json.dumps(results["shapes"]["minilm"], indent=1), flush=True)
     output.write_text(json.dumps(results, indent=1) + "\n")
+    if not args.quick and output == HERE / "deploy.json":
+        write_doc(results, doc)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ the named pre-tokenizer's regex; byte-fallback: a port of llama.cpp's SentencePi
 tokenizer, scores from the file) encode domain and held-out texts of every script of the
 corpus to the trimmed Hugging Face tokenizer's ids. Where ``llama_cpp`` is installed
 (``nox -s deploy``), llama.cpp itself loads the file, tokenizes to the same ids, and its logits
-and greedy generation match the trimmed PyTorch model (f32 and f16 files).
+and greedy generation match the trimmed PyTorch model (f32 file: 5e-4, f16 file: 2e-2).
 """
 
 from __future__ import annotations
@@ -324,7 +324,14 @@ def test_llama_cpp_loads_tokenizes_and_matches_logits_and_greedy_generation(
         half = copy.deepcopy(ex.model).half()
         path = export_reduced(half, ex.tok, ex.plan, tmp_path / "f16.gguf", format="gguf")
     llm = llama_cpp.Llama(
-        model_path=str(path), n_ctx=128, logits_all=True, verbose=False, n_threads=1, seed=0
+        model_path=str(path),
+        n_ctx=128,
+        logits_all=True,
+        verbose=False,
+        n_threads=1,
+        seed=0,
+        # an f32 KV cache for the f32 file: llama.cpp's default f16 cache alone moves logits
+        **({"type_k": 0, "type_v": 0} if precision == "f32" else {}),  # GGML_TYPE_F32
     )
     applied, model, tok = ex.trimmed()
     try:
@@ -341,7 +348,8 @@ def test_llama_cpp_loads_tokenizes_and_matches_logits_and_greedy_generation(
         ours = torch.tensor(llm.scores[: len(prompt)], dtype=torch.float32)
         with torch.no_grad():
             theirs = model(torch.tensor([prompt])).logits[0].float()
-        tolerance = {"f32": 2e-4, "f16": 2e-2}[precision]
+        # f32: ggml's GELU goes through an f16 table (Gemma 3's MLP), so 5e-4 rather than 1e-5
+        tolerance = {"f32": 5e-4, "f16": 2e-2}[precision]
         torch.testing.assert_close(ours, theirs, atol=tolerance, rtol=tolerance)
         if precision == "f16":
             # greedy choices agree wherever PyTorch's top two are further apart than f16 noise

@@ -15,8 +15,9 @@ CoNLL-like training set with ``max_size=16384``. Coverage is the share of held-o
 (training-set sentences the plan never saw, and Python help text) that encode identically
 after trimming (``coverage``). Where ``llama_cpp`` is importable, each file is loaded by
 llama.cpp (2 threads, 256-token context) and timed: load (page cache warm: the file is read
-once before), prefill of a 32-token prompt plus the first generated token, and 16 more tokens,
-best of 5 rounds in which the full and the trimmed file take turns.
+once before; ``use_mmap=False``, so loading reads the whole file and the first token pays no
+page faults), prefill of a 32-token prompt plus the first generated token, and 16 more tokens,
+best of 3 rounds in which the full and the trimmed file take turns.
 
 MiniLM: the bundled all-MiniLM-L6-v2 sentence-transformer exported with
 ``format="onnx"``, full vs trimmed by a plan of the training set: ``model.onnx`` size, ONNX
@@ -264,7 +265,9 @@ def llama_cpp_once(path: Path, prompt: list[int]) -> dict[str, float]:
     import llama_cpp
 
     start = time.perf_counter()
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False)
+    llm = llama_cpp.Llama(
+        model_path=str(path), n_ctx=256, n_threads=2, verbose=False, use_mmap=False
+    )
     loaded = time.perf_counter()
     llm.eval(prompt)
     token = llm.sample(temp=0.0, top_k=1)
@@ -282,7 +285,7 @@ def llama_cpp_once(path: Path, prompt: list[int]) -> dict[str, float]:
     }
 
 
-def llama_cpp_times(runs: dict[str, tuple[Path, list[int]]], rounds: int = 5) -> dict[str, Any]:
+def llama_cpp_times(runs: dict[str, tuple[Path, list[int]]], rounds: int = 3) -> dict[str, Any]:
     """Best of ``rounds`` per file, the files taking turns (so load on the shared cores hits
     both alike); empty without ``llama_cpp``."""
     try:
@@ -402,12 +405,22 @@ def _s(n: float | None) -> str:
     return "n/a" if n is None else (f"{n * 1000:,.0f} ms" if n < 10 else f"{n:,.1f} s")
 
 
+def _macs(key: str, r: dict[str, Any], name: str) -> str:
+    """Weight multiply-adds per generated token: every matrix once, the tied output
+    projection at its (full or trimmed) row count; the embedding lookup costs none."""
+    if key not in SHAPES:
+        return "n/a"
+    hidden = SHAPES[key]["kwargs"]["hidden_size"]
+    macs = r["parameters_full"] - (r["rows_full"] - r[f"rows_{name}"]) * hidden
+    return f"{macs / 1e6:,.0f} M"
+
+
 def table(results: dict[str, Any]) -> str:
     """The markdown table of ``docs/deploy.md`` from ``deploy.json``."""
     rows = [
-        "| model | file | vocabulary rows | size | load | first token (32-token prompt) "
-        "| 16 more tokens | held-out identical (domain / other) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| model | file | vocabulary rows | size | weight MACs / token | load "
+        "| first token (32-token prompt) | 16 more tokens | held-out identical (domain / other) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, r in results["shapes"].items():
         kind = "ONNX f32" if key == "minilm" else "GGUF f16"
@@ -420,7 +433,8 @@ def table(results: dict[str, Any]) -> str:
             )
             rows.append(
                 f"| {r['label']} | {kind} {name} | {r[f'rows_{name}']:,} "
-                f"| {_mb(r.get(f'{name}_bytes'))} | {_s(r.get(f'{name}_load_s'))} "
+                f"| {_mb(r.get(f'{name}_bytes'))} | {_macs(key, r, name)} "
+                f"| {_s(r.get(f'{name}_load_s'))} "
                 f"| {_s(r.get(f'{name}_{first}'))} | {_s(r.get(f'{name}_decode_16_s'))} "
                 f"| {identical} |"
             )

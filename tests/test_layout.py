@@ -12,7 +12,7 @@ import vocab_adapters
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "vocab_adapters"
-ROOMS = {"stages", "tokenization", "planning", "reports", "integrations"}
+ROOMS = {"stages", "tokenization", "planning", "reports", "integrations", "deploy"}
 TOP = {"__init__", "session", "export", "cli", "demo"}
 
 

@@ -1,4 +1,4 @@
-"""The ``vocabcore`` command: plan, suggest, stats, export, demo."""
+"""The ``vocabcore`` command: plan, suggest, stats, export, draft, demo."""
 
 from __future__ import annotations
 
@@ -304,15 +304,35 @@ def _cmd_export(args: argparse.Namespace) -> int:
     plan = VocabPlan.load(args.plan)
     from vocab_adapters.integrations import sentence_transformer
 
+    what = {"hf": "a model", "gguf": "a GGUF model", "onnx": "an ONNX model"}[args.format]
     if sentence_transformer.is_sentence_transformer_dir(args.model):
         st_model = sentence_transformer.load(args.model)
-        out = export_reduced(st_model, None, plan, args.output, overwrite=args.overwrite)
-        print(f"wrote a sentence-transformers model reduced to {plan.new_size:,} tokens to {out}")
+        out = export_reduced(
+            st_model, None, plan, args.output, format=args.format, overwrite=args.overwrite
+        )
+        print(f"wrote {what} (sentence-transformers) reduced to {plan.new_size:,} tokens to {out}")
         return 0
     model = load_model(args.model)
     tokenizer = load_tokenizer(args.tokenizer or args.model)
-    out = export_reduced(model, tokenizer, plan, args.output, overwrite=args.overwrite)
-    print(f"wrote a model reduced to {plan.new_size:,} tokens to {out}")
+    out = export_reduced(
+        model, tokenizer, plan, args.output, format=args.format, overwrite=args.overwrite
+    )
+    print(f"wrote {what} reduced to {plan.new_size:,} tokens to {out}")
+    return 0
+
+
+def _cmd_draft(args: argparse.Namespace) -> int:
+    from vocab_adapters.deploy.draft_vocab import draft_vocab
+
+    plan = VocabPlan.load(args.plan)
+    out = draft_vocab(
+        plan,
+        args.output,
+        format=args.format,
+        target_vocab_size=args.target_vocab_size,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote a {args.format} draft vocabulary of {len(plan.kept):,} tokens to {out}")
     return 0
 
 
@@ -422,9 +442,36 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--model", required=True, help="directory of the saved model")
     export.add_argument("--tokenizer", help="tokenizer directory (default: the model's)")
     export.add_argument("--plan", required=True, help="plan.json")
-    export.add_argument("-o", "--output", required=True, help="output directory")
+    export.add_argument(
+        "-o", "--output", required=True, help="output directory (gguf: the .gguf file)"
+    )
+    export.add_argument(
+        "--format",
+        choices=("hf", "gguf", "onnx"),
+        default="hf",
+        help="hf: a Hugging Face directory; gguf: one file for llama.cpp; onnx: for ONNX Runtime",
+    )
     export.add_argument("--overwrite", action="store_true", help="replace the output directory")
     export.set_defaults(func=_cmd_export)
+
+    draft = sub.add_parser(
+        "draft", help="write a plan's kept ids as a speculative-decoding draft vocabulary"
+    )
+    draft.add_argument("--plan", required=True, help="plan.json (e.g. from plan --max-size K)")
+    draft.add_argument("-o", "--output", required=True, help="file to write")
+    draft.add_argument(
+        "--format",
+        choices=("sglang", "eagle3"),
+        default="sglang",
+        help="sglang: --speculative-token-map file; eagle3: d2t/t2d tensors",
+    )
+    draft.add_argument(
+        "--target-vocab-size",
+        type=_positive_int,
+        help="the target's config.vocab_size when it exceeds the plan's vocabulary",
+    )
+    draft.add_argument("--overwrite", action="store_true", help="replace the output file")
+    draft.set_defaults(func=_cmd_draft)
 
     demo = sub.add_parser("demo", help="fine-tune all-MiniLM-L6-v2 with and without reduction")
     demo.add_argument("--steps", type=int, default=200, help="training steps per run")

@@ -12,9 +12,10 @@ from vocab_adapters.session import apply_plan, revert_plan
 from vocab_adapters.tokenization.tokenizer_backend import backend_of
 from vocabcore import VocabError, VocabPlan
 
-__all__ = ["PLAN_FILE", "export_reduced"]
+__all__ = ["EXPORT_FORMATS", "PLAN_FILE", "export_reduced"]
 
 PLAN_FILE = "vocabcore_plan.json"
+EXPORT_FORMATS = ("hf", "gguf", "onnx")
 
 
 def export_reduced(
@@ -23,6 +24,7 @@ def export_reduced(
     plan: VocabPlan,
     out_dir: str | Path,
     *,
+    format: str = "hf",
     overwrite: bool = False,
 ) -> Path:
     """Save ``model`` and ``tokenizer`` reduced by ``plan``, for good, into ``out_dir``.
@@ -38,17 +40,34 @@ def export_reduced(
     ``modules.json``) is saved with ``SentenceTransformer.save``: ``SentenceTransformer(out_dir)``
     loads it with the same modules and pooling (pass ``st_model.tokenizer``, or ``None``).
 
+    ``format="gguf"`` writes one GGUF file for llama.cpp instead (Llama, Qwen2/3 and Gemma 3
+    decoders with byte-level or byte-fallback BPE; see :mod:`vocab_adapters.deploy.gguf`) and
+    returns its path; ``format="onnx"`` writes a directory with ``model.onnx`` and the trimmed
+    ``tokenizer.json`` for ONNX Runtime (see :mod:`vocab_adapters.deploy.onnx`). What a format
+    cannot write faithfully is refused with a ``VocabError`` before anything is written.
+
     Args:
         model: A transformers model, or a sentence-transformers model.
         tokenizer: Its fast tokenizer (a slow sentencepiece tokenizer cannot be saved reduced:
             load the fast one with ``AutoTokenizer.from_pretrained(..., use_fast=True)``).
         plan: The plan to apply.
-        out_dir: Directory to create.
+        out_dir: Directory to create (for ``"gguf"``: the ``.gguf`` file).
+        format: ``"hf"`` (a Hugging Face directory), ``"gguf"`` or ``"onnx"``.
         overwrite: Replace ``out_dir`` if it exists.
 
     Returns:
-        The output directory.
+        The output directory (for ``"gguf"``: the file).
     """
+    if format not in EXPORT_FORMATS:
+        raise VocabError(f"'format' must be one of {', '.join(EXPORT_FORMATS)} (got {format!r})")
+    if format == "gguf":
+        from vocab_adapters.deploy.gguf import export_gguf
+
+        return export_gguf(model, tokenizer, plan, out_dir, overwrite=overwrite)
+    if format == "onnx":
+        from vocab_adapters.deploy.onnx import export_onnx
+
+        return export_onnx(model, tokenizer, plan, out_dir, overwrite=overwrite)
     target = Path(out_dir)
     if target.exists() and not overwrite and any(target.iterdir()):
         raise VocabError(

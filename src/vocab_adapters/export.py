@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -86,6 +87,8 @@ def export_reduced(
     def save(directory: Path) -> None:
         model.save_pretrained(directory)
         tokenizer.save_pretrained(directory)
+        if plan.added:
+            _load_tokenizer_json_as_saved(directory, tokenizer)
 
     return _write(plan, model, tokenizer, target, save)
 
@@ -118,3 +121,27 @@ def _write(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def _load_tokenizer_json_as_saved(directory: Path, tokenizer: Any) -> None:
+    """Name the generic class in ``tokenizer_config.json`` where the family class would rebuild.
+
+    transformers 5's family classes with their own constructor (``Qwen2Tokenizer``,
+    ``LlamaTokenizer``, ...) rebuild the model from the file's vocabulary and merges with fixed
+    settings, which drops what added tokens rely on (``ignore_merges``, an appended ``Split``);
+    ``TokenizersBackend`` loads ``tokenizer.json`` as it is. transformers 4 always does.
+    """
+    import transformers
+
+    generic = getattr(transformers, "TokenizersBackend", None)
+    cls = type(tokenizer)
+    if generic is None or cls is generic or not isinstance(tokenizer, generic):
+        return
+    if "__init__" not in vars(cls):
+        return
+    config_file = directory / "tokenizer_config.json"
+    if not config_file.is_file():
+        return
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["tokenizer_class"] = generic.__name__
+    config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", "utf-8")

@@ -473,3 +473,37 @@ def test_sentencepiece_bpe_with_tokens_across_words_keeps_its_pre_tokenizer(
     )
     assert tok(text, add_special_tokens=False)["input_ids"] == [len(plan.kept)]
     assert [tok(t)["input_ids"] for t in texts] == [plan.remap(ids) for ids in full]
+
+
+def test_exported_family_tokenizer_reaches_added_tokens_after_reload(
+    load_llm_tokenizer: Any, tmp_path: Any
+) -> None:
+    """A Qwen2-style tokenizer whose added token needs ignore_merges, exported and reloaded as
+    docs/added_tokens.md says (transformers 5's family class rebuilds the BPE without it)."""
+    import transformers
+
+    from fixtures.fast_tokenizers import build_corpus
+    from fixtures.llm_models import build_llm_case
+
+    tok = load_llm_tokenizer("qwen2")
+    model = build_llm_case("qwen2", tok)
+    corpus = build_corpus()
+    plan = plan_from_texts(tok, corpus[200:240]).adding(["Ġcombined"])
+    assert len(tok.tokenize(" combined")) > 2
+    out = export_reduced(model, tok, plan, tmp_path / "out")
+    generic = getattr(transformers, "TokenizersBackend", None)
+    if generic is not None:  # transformers 5: the export names the class that reads the file
+        config = json.loads((out / "tokenizer_config.json").read_text(encoding="utf-8"))
+        assert config["tokenizer_class"] == "TokenizersBackend"
+        loaded = generic.from_pretrained(out)
+    else:
+        loaded = transformers.AutoTokenizer.from_pretrained(out)
+    new_id = plan.new_size - 1
+    assert loaded(" combined", add_special_tokens=False)["input_ids"] == [new_id]
+    applied = apply_plan(plan, tokenizer=tok)  # the reduced tokenizer in memory
+    try:
+        for text in corpus[200:210]:
+            want = tok(text, add_special_tokens=False)["input_ids"]
+            assert loaded(text, add_special_tokens=False)["input_ids"] == want
+    finally:
+        revert_plan(applied)

@@ -3,7 +3,8 @@
 The package is grouped by role (``docs/concepts.md`` draws it): ``stages/`` (the reversible
 stages, one module per target), ``tokenization/`` (tokenizer knowledge they share with the
 planning code), ``planning/`` (building plans), ``reports/`` (coverage and memory figures),
-``integrations/`` (Trainer, Flair, sentence-transformers, distributed training), and on top
+``integrations/`` (Trainer, Flair, sentence-transformers, distributed training), ``deploy/``
+(GGUF, ONNX, draft vocabularies), and on top
 ``session`` (``apply_plan``, ``revert_plan``, ``reduced_vocab``), ``export`` and ``cli``. The
 modules' earlier flat paths (``vocab_adapters.fast_tokenizer``, ``vocab_adapters.softmax``,
 ...) still import, as the very same module objects.
@@ -27,6 +28,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from vocab_adapters.deploy.draft_vocab import draft_vocab
     from vocab_adapters.export import export_reduced
     from vocab_adapters.integrations.flair_plugin import reduce_vocab_plugin
     from vocab_adapters.integrations.trainer import VocabReductionCallback
@@ -56,6 +58,7 @@ __all__ = [
     "coverage",
     "count_tokens",
     "count_tokens_parallel",
+    "draft_vocab",
     "export_reduced",
     "fingerprint",
     "memory_estimate",
@@ -80,6 +83,7 @@ _HOMES = {
     "count_tokens_parallel": "planning.texts",
     "plan_from_counts": "planning.texts",
     "export_reduced": "export",
+    "draft_vocab": "deploy.draft_vocab",
     "memory_estimate": "reports.memory",
     "coverage": "reports.coverage_report",
     "CoverageReport": "reports.coverage_report",

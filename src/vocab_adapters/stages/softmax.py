@@ -53,6 +53,7 @@ import attrs
 import torch
 from torch import nn
 
+from vocab_adapters.stages.normaliser import DroppedRows, dropped_logsumexp_exact
 from vocab_adapters.stages.reversible import Applied, RevertInputs, RowShift
 from vocabcore import VocabError, VocabPlan
 
@@ -177,9 +178,7 @@ class _Normaliser:
         """The log-sum-exp of the dropped rows' logits for every position of ``hidden``."""
         flat = hidden.reshape(-1, hidden.shape[-1])
         source, rows, bias = self.on(flat.device)
-        lse: torch.Tensor = _DroppedLSE.apply(  # type: ignore[no-untyped-call]
-            flat, source, rows, bias, self.count, self.chunk
-        )
+        lse = dropped_logsumexp_exact(flat, DroppedRows(source, rows, bias), chunk=self.chunk)
         if self.shift is not None:
             lse = lse + (flat @ self.shift.to(flat.dtype)).float()
         if self.shift_bias is not None:

@@ -122,7 +122,7 @@ class DroppedRows:
             yield start, stop, out
 
     def logsumexp(self, hidden: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
-        """Exact ``logsumexp_j(hidden · w_j + b_j)`` per position (:func:`dropped_logsumexp_exact`)."""
+        """The exact log-sum-exp per position (:func:`dropped_logsumexp_exact`)."""
         _check_chunk(chunk)
         rows = self.to(hidden.device)
         flat = hidden.reshape(-1, hidden.shape[-1])

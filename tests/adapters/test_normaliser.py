@@ -15,8 +15,10 @@ import torch
 from vocab_adapters.stages.normaliser import (
     DroppedRows,
     SampledDropped,
+    dropped_logsumexp_bf16,
     dropped_logsumexp_exact,
     dropped_logsumexp_sampled,
+    matmul_dtype,
 )
 from vocabcore import VocabError
 
@@ -196,3 +198,25 @@ def test_the_sampled_estimate_is_unbiased_in_the_exponent() -> None:
     )
     mean_of_sums = torch.logsumexp(draws, 0) - math.log(len(draws))
     torch.testing.assert_close(mean_of_sums, rows.logsumexp(hidden.detach()), rtol=0, atol=0.05)
+
+
+@pytest.mark.parametrize("index", [None, torch.tensor([0, 2, 3, 4, 5, 9, 11, 12])])
+def test_bfloat16_matmuls_approximate_the_float32_normaliser(index: torch.Tensor | None) -> None:
+    hidden, weight, _, upstream = _case(6, 14, 32, torch.float32, seed=10)
+    selected = weight if index is None else weight[index]
+    bias = torch.randn(len(selected))
+    rows = DroppedRows(weight, index, bias)
+    out = dropped_logsumexp_bf16(hidden, rows, chunk=3)
+    assert out.dtype == torch.float32
+    value, grad = _naive(hidden, selected, bias, upstream)
+    torch.testing.assert_close(out.double(), value, rtol=0, atol=0.05)
+    out.backward(upstream)
+    assert hidden.grad is not None and hidden.grad.dtype == torch.float32
+    torch.testing.assert_close(hidden.grad.double(), grad, rtol=0.05, atol=0.02)
+    assert not torch.equal(out.detach().double(), value)  # it is an approximation
+
+
+def test_normaliser_names_are_checked() -> None:
+    assert matmul_dtype("exact") is None and matmul_dtype("bfloat16") is torch.bfloat16
+    with pytest.raises(VocabError, match="'normaliser' must be 'exact' or 'bfloat16'"):
+        matmul_dtype("sampled")

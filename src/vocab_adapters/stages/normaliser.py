@@ -31,14 +31,28 @@ from vocabcore import VocabError
 
 __all__ = [
     "DEFAULT_CHUNK",
+    "NORMALISERS",
     "DroppedRows",
     "SampledDropped",
+    "dropped_logsumexp_bf16",
     "dropped_logsumexp_exact",
     "dropped_logsumexp_sampled",
+    "matmul_dtype",
 ]
 
 DEFAULT_CHUNK = 8192
 """Rows whose logits are computed at once (per position)."""
+
+
+NORMALISERS = {"exact": None, "bfloat16": torch.bfloat16}
+"""The normaliser variants a softmax mode can use, and the dtype of their matmuls."""
+
+
+def matmul_dtype(normaliser: Any) -> torch.dtype | None:
+    """The matmul dtype of ``normaliser`` (``None``: the hidden states'); else ``VocabError``."""
+    if not isinstance(normaliser, str) or normaliser not in NORMALISERS:
+        raise VocabError(f"'normaliser' must be 'exact' or 'bfloat16' (got {normaliser!r})")
+    return NORMALISERS[normaliser]
 
 
 def _accumulator(dtype: torch.dtype) -> torch.dtype:
@@ -104,42 +118,67 @@ class DroppedRows:
             self._runs[key] = (first, last + 1) if last - first == stop - start - 1 else None
         return self._runs[key]
 
-    def chunks(self, chunk: int) -> Iterator[tuple[int, int, torch.Tensor]]:
-        """Yield ``(start, stop, rows)`` over the dropped rows; ``rows`` may be a reused buffer."""
-        buffer: torch.Tensor | None = None
+    def chunks(
+        self, chunk: int, dtype: torch.dtype | None = None
+    ) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """Yield ``(start, stop, rows)`` over the dropped rows, as ``dtype`` (default: theirs).
+
+        ``rows`` is a view of the weight, or a reused buffer (gathered rows, converted rows).
+        """
+        gathered: torch.Tensor | None = None
+        converted: torch.Tensor | None = None
         weight = self.weight.detach()
+        dtype = weight.dtype if dtype is None else dtype
+        height = min(chunk, len(self))
         for start in range(0, len(self), chunk):
             stop = min(start + chunk, len(self))
             run = self._run(start, stop)
             if run is not None:
-                yield start, stop, weight[run[0] : run[1]]
-                continue
-            assert self.index is not None
-            if buffer is None:
-                buffer = weight.new_empty((min(chunk, len(self)), weight.shape[1]))
-            out = buffer[: stop - start]
-            torch.index_select(weight, 0, self.index[start:stop], out=out)
-            yield start, stop, out
+                rows = weight[run[0] : run[1]]
+            else:
+                assert self.index is not None
+                if gathered is None:
+                    gathered = weight.new_empty((height, weight.shape[1]))
+                rows = gathered[: stop - start]
+                torch.index_select(weight, 0, self.index[start:stop], out=rows)
+            if rows.dtype != dtype:
+                if converted is None:
+                    converted = weight.new_empty((height, weight.shape[1]), dtype=dtype)
+                rows = converted[: stop - start].copy_(rows)
+            yield start, stop, rows
 
-    def logsumexp(self, hidden: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
-        """The exact log-sum-exp per position (:func:`dropped_logsumexp_exact`)."""
+    def logsumexp(
+        self, hidden: torch.Tensor, chunk: int = DEFAULT_CHUNK, matmul: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """The log-sum-exp per position (:func:`dropped_logsumexp_exact`).
+
+        ``matmul``: the dtype of the two matmuls (``torch.bfloat16`` for a float32 model: an
+        approximation, see :func:`dropped_logsumexp_bf16`); ``None``: ``hidden``'s dtype.
+        """
         _check_chunk(chunk)
         rows = self.to(hidden.device)
         flat = hidden.reshape(-1, hidden.shape[-1])
         track = flat.requires_grad and torch.is_grad_enabled()
         if track:
-            lse: torch.Tensor = _ExactLSE.apply(flat, rows, chunk)  # type: ignore[no-untyped-call]
+            lse: torch.Tensor = _ExactLSE.apply(flat, rows, chunk, matmul)  # type: ignore[no-untyped-call]
         else:
             with torch.no_grad():
-                lse = _sweep(flat.detach(), rows, chunk, want_direction=False)[0]
+                lse = _sweep(flat.detach(), rows, chunk, matmul, want_direction=False)[0]
         return lse.reshape(hidden.shape[:-1])
 
 
 def _sweep(
-    hidden: torch.Tensor, rows: DroppedRows, chunk: int, *, want_direction: bool
+    hidden: torch.Tensor,
+    rows: DroppedRows,
+    chunk: int,
+    matmul: torch.dtype | None,
+    *,
+    want_direction: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One pass over the rows: the log-sum-exp and (optionally) ``sum_j softmax_j · w_j``."""
     positions, acc = hidden.shape[0], _accumulator(hidden.dtype)
+    if matmul is not None and matmul != hidden.dtype:
+        hidden = hidden.to(matmul)
     device = hidden.device
     running = torch.full((positions,), float("-inf"), dtype=acc, device=device)
     total = torch.zeros((positions,), dtype=acc, device=device)
@@ -151,9 +190,7 @@ def _sweep(
     native = hidden.dtype == acc  # matmul straight into the float32/float64 buffer
     store = torch.empty(positions * min(chunk, max(len(rows), 1)), dtype=acc, device=device)
     bias = None if rows.bias is None else rows.bias.to(device=device, dtype=acc)
-    for start, stop, weight in rows.chunks(chunk):
-        if weight.dtype != hidden.dtype:
-            weight = weight.to(hidden.dtype)
+    for start, stop, weight in rows.chunks(chunk, hidden.dtype):
         logits = store[: positions * (stop - start)].view(positions, stop - start)
         if native and bias is not None:
             torch.addmm(bias[start:stop], hidden, weight.t(), out=logits)
@@ -186,8 +223,10 @@ class _ExactLSE(torch.autograd.Function):
     """The exact normaliser; the hidden-state gradient is built in the forward sweep."""
 
     @staticmethod
-    def forward(ctx: Any, hidden: torch.Tensor, rows: DroppedRows, chunk: int) -> torch.Tensor:
-        lse, direction = _sweep(hidden.detach(), rows, chunk, want_direction=True)
+    def forward(
+        ctx: Any, hidden: torch.Tensor, rows: DroppedRows, chunk: int, matmul: torch.dtype | None
+    ) -> torch.Tensor:
+        lse, direction = _sweep(hidden.detach(), rows, chunk, matmul, want_direction=True)
         ctx.save_for_backward(direction)
         ctx.dtype = hidden.dtype
         return lse
@@ -197,7 +236,7 @@ class _ExactLSE(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> Any:
         (direction,) = ctx.saved_tensors
         grad_hidden = (direction * grad.to(direction.dtype).unsqueeze(1)).to(ctx.dtype)
-        return grad_hidden, None, None
+        return grad_hidden, None, None, None
 
 
 def dropped_logsumexp_exact(
@@ -242,7 +281,22 @@ def dropped_logsumexp_exact(
     return dropped.logsumexp(hidden, chunk)
 
 
-# -- an approximate normaliser (measured, not a mode) -------------------------------------------
+# -- approximate normalisers --------------------------------------------------------------------
+
+
+def dropped_logsumexp_bf16(
+    hidden: torch.Tensor, rows: DroppedRows, chunk: int = DEFAULT_CHUNK
+) -> torch.Tensor:
+    """:func:`dropped_logsumexp_exact` with both matmuls in bfloat16 (float32 accumulation).
+
+    For a float32 model: the hidden states and each chunk of rows are rounded to bfloat16
+    (8 bits of mantissa) for the matmuls, the logits come back rounded to bfloat16, the
+    exponentials, sums and the gradient accumulate in float32. On hardware with bfloat16
+    matmul units (CUDA tensor cores; AMX or AVX-512 BF16 CPUs) the normaliser costs a fraction
+    of the float32 one; the error is that of bfloat16 autocast, measured in
+    ``docs/softmax_modes.md``. The rows are converted chunk by chunk (no bfloat16 copy is kept).
+    """
+    return rows.logsumexp(hidden, chunk, torch.bfloat16)
 
 
 @attrs.frozen(eq=False)

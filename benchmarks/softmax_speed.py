@@ -1,0 +1,428 @@
+"""Speed of ``softmax="shifted"``: the output layer and loss alone, and one model step.
+
+Shapes, plans and training ids are those of ``llm_memory.py`` (Llama-3.2-1B-like,
+Qwen2.5-0.5B-like, Gemma-3-1B-like; 2 decoder layers; batch 1 x ``--seq`` tokens; CPU fp32).
+Every variant of a table runs in this one process, in alternating rounds after one warm-up
+each; a table gives the best time of each variant over the rounds, so the ratios compare
+variants measured under the same load.
+
+Head + loss (``hidden`` random, the output weight initialised as the models do; forward and
+backward, the weight's gradient included where it is trained):
+
+* ``full``: logits over every row, cross-entropy;
+* ``torch LCE``, ``torch LCE chunked``: ``torch.nn.functional.linear_cross_entropy`` with
+  ``options=None`` and with ``LinearCrossEntropyOptions()`` (torch's chunked path);
+* ``reduced``: the kept rows only;
+* ``shifted, 3-pass (old)``: the kept rows plus the normaliser as it was before
+  ``stages/normaliser.py`` (a row gather per chunk, the chunks recomputed in backward);
+* ``shifted``: the kept rows plus :func:`vocab_adapters.stages.normaliser.dropped_logsumexp_exact`;
+* ``sampled m``: the kept rows plus :class:`vocab_adapters.stages.normaliser.SampledDropped`.
+
+Model step (``model(input_ids, labels=...).loss``, backward, fused AdamW): ``full``, ``full +
+torch LCE chunked`` (the same full model, its loss from the backbone's hidden states through
+``linear_cross_entropy``), ``reduced``, ``shifted`` (``apply_plan(..., softmax=...)``). For each
+step the script also reads how far the process's peak RSS rose above the RSS before the step
+(``/proc/self/clear_refs`` then ``VmHWM``).
+
+``--profile`` adds a torch profiler table (self CPU time per op) of the old and the new
+normaliser on the Gemma-like head.
+
+Run: ``python benchmarks/softmax_speed.py`` (``--quick``: seq 64, one round). Writes
+``benchmarks/softmax_speed.json`` and prints the markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+import _harness as h
+
+h.setup(quiet=True, tokenizer_threads=True)
+
+OUT = h.HERE / "softmax_speed.json"
+HEAD_VARIANTS = (
+    "full",
+    "torch LCE",
+    "torch LCE chunked",
+    "reduced",
+    "shifted, 3-pass (old)",
+    "shifted",
+    "shifted, bf16 matmuls",
+    "sampled 1024",
+    "sampled 8192",
+)
+STEP_VARIANTS = ("full", "full + torch LCE chunked", "reduced", "shifted", "shifted, bf16 matmuls")
+
+
+# -- the normaliser as it was (softmax.py's _DroppedLSE at 0e78bf9), for comparison ------------
+
+
+def _old_chunks(source: Any, rows: Any, n: int, size: int) -> Any:
+    for start in range(0, n, size):
+        stop = min(start + size, n)
+        yield start, stop, source.index_select(0, rows[start:stop])
+
+
+def old_lse_function() -> Any:
+    """The three-pass normaliser of softmax.py before stages/normaliser.py (bias-free copy)."""
+    import torch
+
+    class OldLSE(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, hidden: Any, source: Any, rows: Any, chunk: int) -> Any:
+            n = len(rows)
+            running = torch.full((hidden.shape[0],), float("-inf"))
+            total = torch.zeros((hidden.shape[0],))
+            for _, _, weight in _old_chunks(source, rows, n, chunk):
+                logits = (hidden @ weight.t()).float()
+                new = torch.maximum(running, logits.amax(dim=1))
+                safe = torch.where(torch.isinf(new), torch.zeros_like(new), new)
+                total = total * torch.exp(running - safe) + torch.exp(
+                    logits - safe.unsqueeze(1)
+                ).sum(dim=1)
+                running = new
+            safe = torch.where(torch.isinf(running), torch.zeros_like(running), running)
+            lse = torch.log(total) + safe
+            ctx.save_for_backward(hidden, lse)
+            ctx.source, ctx.rows, ctx.chunk = source, rows, chunk
+            return lse
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:
+            hidden, lse = ctx.saved_tensors
+            acc = torch.zeros(hidden.shape, dtype=torch.float32)
+            scale = grad.float().unsqueeze(1)
+            for _, _, weight in _old_chunks(ctx.source, ctx.rows, len(ctx.rows), ctx.chunk):
+                logits = (hidden @ weight.t()).float()
+                acc += (torch.exp(logits - lse.unsqueeze(1)) * scale) @ weight.float()
+            return acc, None, None, None
+
+    return OldLSE
+
+
+# -- head + loss --------------------------------------------------------------------------------
+
+
+def head_inputs(shape: str, seq: int) -> dict[str, Any]:
+    """Hidden states, the full output weight, kept/dropped rows and labels of one shape."""
+    import llm_memory as lm
+    import torch
+
+    from vocabcore import VocabPlan
+
+    plan = VocabPlan.load(lm.prepare(shape)[0])
+    ids = json.loads(lm.prepare(shape)[1].read_text())[: seq + 1]
+    spec = lm.SHAPES[shape]["kwargs"]
+    rows, size = spec["vocab_size"], spec["hidden_size"]
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(rows, size, generator=g) * 0.02
+    keep = torch.tensor(list(plan.kept))
+    mask = torch.ones(rows, dtype=torch.bool)
+    mask[keep] = False
+    return {
+        "hidden": torch.randn(seq, size, generator=g),
+        "weight": weight,
+        "kept": weight.index_select(0, keep).clone(),
+        "dropped": mask.nonzero().squeeze(1),
+        "labels": torch.tensor(ids[1:]),
+        "reduced_labels": torch.tensor(plan.remap(ids)[1:]),
+        "shape": {"positions": seq, "hidden": size, "rows": rows, "kept": len(keep)},
+    }
+
+
+def _head_step(hidden: Any, weight: Any, labels: Any, column: Callable[[Any], Any] | None) -> Any:
+    import torch
+    import torch.nn.functional as F
+
+    h0 = hidden.detach().requires_grad_(True)
+    w = weight.detach().requires_grad_(True)
+    logits = h0 @ w.t()
+    if column is not None:
+        logits = torch.cat([logits, column(h0).unsqueeze(1)], dim=1)
+    loss = F.cross_entropy(logits, labels)
+    loss.backward()
+    return float(loss)
+
+
+def head_variants(x: dict[str, Any]) -> dict[str, Callable[[], Any]]:
+    """One forward + backward of each head + loss variant."""
+    import torch
+    import torch.nn.functional as F
+
+    from vocab_adapters.stages.normaliser import (
+        DroppedRows,
+        SampledDropped,
+        dropped_logsumexp_bf16,
+    )
+
+    old = old_lse_function()
+    rows = DroppedRows(x["weight"], x["dropped"])
+    hid, kept, lab = x["hidden"], x["kept"], x["reduced_labels"]
+
+    def lce(options: Any) -> Callable[[], Any]:
+        def run() -> Any:
+            h0 = hid.detach().requires_grad_(True)
+            w = x["weight"].detach().requires_grad_(True)
+            loss = F.linear_cross_entropy(h0, w, x["labels"], options=options)
+            loss.backward()
+            return float(loss)
+
+        return run
+
+    def with_column(column: Callable[[Any], Any] | None) -> Callable[[], Any]:
+        return lambda: _head_step(hid, kept, lab, column)
+
+    g = torch.Generator().manual_seed(0)
+    return {
+        "full": lambda: _head_step(hid, x["weight"], x["labels"], None),
+        "torch LCE": lce(None),
+        "torch LCE chunked": lce(torch.nn.LinearCrossEntropyOptions()),
+        "reduced": with_column(None),
+        "shifted, 3-pass (old)": with_column(
+            lambda h0: old.apply(h0, x["weight"], x["dropped"], 8192)
+        ),
+        "shifted": with_column(lambda h0: rows.logsumexp(h0, 8192)),
+        "shifted, bf16 matmuls": with_column(lambda h0: dropped_logsumexp_bf16(h0, rows, 8192)),
+        "sampled 1024": with_column(lambda h0: SampledDropped(rows, 1024, g).logsumexp(h0)),
+        "sampled 8192": with_column(lambda h0: SampledDropped(rows, 8192, g).logsumexp(h0)),
+    }
+
+
+def alternate(
+    variants: dict[str, Callable[[], Any]], rounds: int, warm_up: bool = True
+) -> dict[str, Any]:
+    """Best and all seconds of each variant over alternating rounds (after one warm-up each)."""
+    values = {name: fn() for name, fn in variants.items()} if warm_up else {}
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            gc.collect()
+            took, values[name] = h.timed(fn)
+            seconds[name].append(took)
+    return {
+        name: {"best": min(ts), "all": ts, "value": values[name]} for name, ts in seconds.items()
+    }
+
+
+def measure_heads(shapes: list[str], seq: int, rounds: int) -> list[dict[str, Any]]:
+    out = []
+    for shape in shapes:
+        x = head_inputs(shape, seq)
+        times = alternate(head_variants(x), rounds)
+        out.append({"shape": shape, **x["shape"], "times": times})
+        print(json.dumps(out[-1]), flush=True)
+        del x
+        gc.collect()
+    return out
+
+
+# -- model step ---------------------------------------------------------------------------------
+
+
+def _status(key: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(key)  # pragma: no cover
+
+
+def _peak_above(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """``fn()`` and how far the peak RSS rose above the RSS before it."""
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+        f.write("5")
+    before = _status("VmRSS")
+    value = fn()
+    return value, _status("VmHWM") - before
+
+
+def build_model(
+    shape: str, softmax: str | None, normaliser: str = "exact"
+) -> tuple[Any, Any, Any, Any]:
+    """The 2-layer model (seed 0), reduced with ``softmax`` unless None; AdamW; ids; plan.
+
+    ``normaliser`` reaches ``stages.softmax.prepare`` (``apply_plan`` has no such argument
+    yet): its module function is wrapped for the duration of the apply.
+    """
+    import functools
+
+    import llm_memory as lm
+    import torch
+    import transformers
+
+    from vocab_adapters import apply_plan
+    from vocab_adapters.stages import softmax as stage
+    from vocabcore import VocabPlan
+
+    plan_path, ids_path = lm.prepare(shape)
+    plan = VocabPlan.load(plan_path)
+    torch.manual_seed(0)
+    arch = lm.SHAPES[shape]["kwargs"]["architectures"][0]
+    model = getattr(transformers, arch)(lm.make_config(shape, layers=2))
+    ids = json.loads(ids_path.read_text())
+    if softmax is not None:
+        original = stage.prepare
+        stage.prepare = functools.partial(original, normaliser=normaliser)
+        try:
+            apply_plan(plan, model=model, softmax=softmax)
+        finally:
+            stage.prepare = original
+        ids = plan.remap(ids)
+    optimizer = torch.optim.AdamW(list(model.parameters()), lr=1e-5, fused=True)
+    return model, optimizer, torch.tensor([ids]), plan
+
+
+def step_fn(model: Any, optimizer: Any, ids: Any, lce: bool) -> Callable[[Any], float]:
+    """One optimizer step on ``batch``: the model's own loss, or torch's chunked LCE."""
+    import torch
+    import torch.nn.functional as F
+
+    def step(batch: Any) -> float:
+        if lce:
+            hidden = model.model(input_ids=batch).last_hidden_state[0, :-1]
+            weight = model.get_output_embeddings().weight
+            options = torch.nn.LinearCrossEntropyOptions()
+            loss = F.linear_cross_entropy(hidden, weight, batch[0, 1:], options=options)
+        else:
+            loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        return float(loss)
+
+    return step
+
+
+def step_variants(shape: str, seq: int) -> tuple[dict[str, Callable[[], Any]], list[Any]]:
+    """One timed step of each model-step variant; the models are kept alive in the list."""
+    built = {
+        "full": build_model(shape, None),
+        "reduced": build_model(shape, "reduced"),
+        "shifted": build_model(shape, "shifted"),
+        "shifted, bf16 matmuls": build_model(shape, "shifted", "bfloat16"),
+    }
+    out: dict[str, Callable[[], Any]] = {}
+    for name in STEP_VARIANTS:
+        model, optimizer, ids, _ = built[name.removesuffix(" + torch LCE chunked")]
+        step = step_fn(model, optimizer, ids, lce="LCE" in name)
+        step(ids[:, :8])  # the optimizer state exists from here on
+        out[name] = lambda step=step, batch=ids[:, :seq]: _peak_above(lambda: step(batch))
+    return out, list(built.values())
+
+
+def measure_steps(shapes: list[str], seq: int, rounds: int) -> list[dict[str, Any]]:
+    out = []
+    for shape in shapes:
+        variants, keep = step_variants(shape, seq)
+        times = alternate(variants, rounds, warm_up=False)  # warmed up at 8 tokens
+        for t in times.values():
+            t["loss"], t["peak_above_bytes"] = t.pop("value")
+        out.append({"shape": shape, "seq": seq, "times": times})
+        print(json.dumps(out[-1]), flush=True)
+        del variants, keep
+        gc.collect()
+    return out
+
+
+# -- profile, tables, main ----------------------------------------------------------------------
+
+
+def profile_normalisers(seq: int) -> dict[str, list[list[Any]]]:
+    """Self CPU seconds of the top ops of the old and the new normaliser (Gemma-like head)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    variants = head_variants(head_inputs("gemma", seq))
+    out = {}
+    for name in ("shifted, 3-pass (old)", "shifted"):
+        variants[name]()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            variants[name]()
+        events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:10]
+        out[name] = [[e.key, e.self_cpu_time_total / 1e6, e.count] for e in events]
+    return out
+
+
+def head_table(results: dict[str, Any]) -> str:
+    """Markdown: best seconds and ratios to full and reduced, per shape (head + loss)."""
+    rows = []
+    for r in results["heads"]:
+        t = r["times"]
+        full, reduced = t["full"]["best"], t["reduced"]["best"]
+        for name in HEAD_VARIANTS:
+            s = t[name]["best"]
+            loss = t[name]["value"]
+            rows.append(
+                [
+                    r["shape"],
+                    name,
+                    h.ms(s),
+                    f"{s / full:.2f}x",
+                    f"{s / reduced:.2f}x",
+                    f"{loss:.6f}",
+                ]
+            )
+    header = ["shape", "head + loss", "best", "/ full", "/ reduced", "loss"]
+    return h.table(header, rows)
+
+
+def step_table(results: dict[str, Any]) -> str:
+    """Markdown: best step seconds, ratios, peak RSS rise, per shape."""
+    rows = []
+    for r in results["steps"]:
+        t = r["times"]
+        full, reduced = t["full"]["best"], t["reduced"]["best"]
+        for name in STEP_VARIANTS:
+            s = t[name]["best"]
+            peak = max(0, t[name]["peak_above_bytes"])
+            rows.append(
+                [
+                    r["shape"],
+                    name,
+                    h.ms(s),
+                    f"{s / full:.2f}x",
+                    f"{s / reduced:.2f}x",
+                    h.mb(peak),
+                    f"{t[name]['loss']:.4f}",
+                ]
+            )
+    header = ["shape", "model step", "best", "/ full", "/ reduced", "peak RSS rise", "loss"]
+    return h.table(header, rows)
+
+
+def main() -> None:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seq", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--step-rounds", type=int, default=1)
+    parser.add_argument("--shapes", default="llama,qwen,gemma")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--no-steps", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    seq = 64 if args.quick else args.seq
+    rounds = 1 if args.quick else args.rounds
+    shapes = args.shapes.split(",")
+    results: dict[str, Any] = {"machine": h.machine(), "seq": seq, "rounds": rounds}
+    results["heads"] = measure_heads(shapes, seq, rounds)
+    if args.profile:
+        results["profile"] = profile_normalisers(seq)
+    if not args.no_steps:
+        results["steps"] = measure_steps(shapes, seq, 1 if args.quick else args.step_rounds)
+    h.write_json(OUT, results, newline=True)
+    print(head_table(results))
+    if "steps" in results:
+        print(step_table(results))
+    assert math.isfinite(results["heads"][0]["times"]["shifted"]["value"])
+
+
+if __name__ == "__main__":
+    main()

@@ -47,13 +47,11 @@ h.setup(quiet=True, tokenizer_threads=True)
 OUT = h.HERE / "softmax_speed.json"
 HEAD_VARIANTS = (
     "full",
-    "torch LCE",
     "torch LCE chunked",
     "reduced",
     "shifted, 3-pass (old)",
     "shifted",
     "shifted, bf16 matmuls",
-    "sampled 1024",
     "sampled 8192",
 )
 STEP_VARIANTS = ("full", "full + torch LCE chunked", "reduced", "shifted", "shifted, bf16 matmuls")
@@ -180,7 +178,6 @@ def head_variants(x: dict[str, Any]) -> dict[str, Callable[[], Any]]:
     g = torch.Generator().manual_seed(0)
     return {
         "full": lambda: _head_step(hid, x["weight"], x["labels"], None),
-        "torch LCE": lce(None),
         "torch LCE chunked": lce(torch.nn.LinearCrossEntropyOptions()),
         "reduced": with_column(None),
         "shifted, 3-pass (old)": with_column(
@@ -188,7 +185,6 @@ def head_variants(x: dict[str, Any]) -> dict[str, Callable[[], Any]]:
         ),
         "shifted": with_column(lambda h0: rows.logsumexp(h0, 8192)),
         "shifted, bf16 matmuls": with_column(lambda h0: dropped_logsumexp_bf16(h0, rows, 8192)),
-        "sampled 1024": with_column(lambda h0: SampledDropped(rows, 1024, g).logsumexp(h0)),
         "sampled 8192": with_column(lambda h0: SampledDropped(rows, 8192, g).logsumexp(h0)),
     }
 
@@ -216,6 +212,7 @@ def measure_heads(shapes: list[str], seq: int, rounds: int) -> list[dict[str, An
         times = alternate(head_variants(x), rounds)
         out.append({"shape": shape, **x["shape"], "times": times})
         print(json.dumps(out[-1]), flush=True)
+        save({"heads": out, "head_rounds": rounds})
         del x
         gc.collect()
     return out
@@ -324,6 +321,7 @@ def measure_steps(shapes: list[str], seq: int, rounds: int) -> list[dict[str, An
             t["loss"], t["peak_above_bytes"] = t.pop("value")
         out.append({"shape": shape, "seq": seq, "times": times})
         print(json.dumps(out[-1]), flush=True)
+        save({"steps": out, "step_rounds": rounds})
         del variants, keep
         gc.collect()
     return out
@@ -399,7 +397,7 @@ def profile_normalisers(seq: int) -> dict[str, list[list[Any]]]:
 def head_table(results: dict[str, Any]) -> str:
     """Markdown: best seconds and ratios to full and reduced, per shape (head + loss)."""
     rows = []
-    for r in results["heads"]:
+    for r in results.get("heads", []):
         t = r["times"]
         full, reduced = t["full"]["best"], t["reduced"]["best"]
         for name in HEAD_VARIANTS:
@@ -422,7 +420,7 @@ def head_table(results: dict[str, Any]) -> str:
 def step_table(results: dict[str, Any]) -> str:
     """Markdown: best step seconds, ratios, peak RSS rise, per shape."""
     rows = []
-    for r in results["steps"]:
+    for r in results.get("steps", []):
         t = r["times"]
         full, reduced = t["full"]["best"], t["reduced"]["best"]
         for name in STEP_VARIANTS:
@@ -443,16 +441,62 @@ def step_table(results: dict[str, Any]) -> str:
     return h.table(header, rows)
 
 
+def quality_table(results: dict[str, Any]) -> str:
+    """Markdown: held-out full-vocabulary loss after revert, exact vs bfloat16 normaliser."""
+    runs = results.get("quality", [])
+    rows = []
+    for task in QUALITY:
+        mine = {
+            n: [r for r in runs if r["task"] == task and r["normaliser"] == n]
+            for n in ("exact", "bfloat16")
+        }
+        if not mine["exact"] or not mine["bfloat16"]:
+            continue
+        for key in ("domain_test", "general_test"):
+            exact = [r[key]["loss"] for r in mine["exact"]]
+            approx = [r[key]["loss"] for r in mine["bfloat16"]]
+            gap = [100 * (a - e) / e for a, e in zip(approx, exact, strict=False)]
+            rows.append(
+                [
+                    task,
+                    key,
+                    len(exact),
+                    " / ".join(f"{x:.4f}" for x in exact),
+                    " / ".join(f"{x:.4f}" for x in approx),
+                    " / ".join(f"{g:+.2f}%" for g in gap),
+                ]
+            )
+    header = [
+        "task",
+        "held-out",
+        "seeds",
+        "exact (per seed)",
+        "bf16 matmuls (per seed)",
+        "difference",
+    ]
+    return h.table(header, rows)
+
+
+def profile_table(results: dict[str, Any]) -> str:
+    """Markdown: self CPU seconds of the top ops of each profiled normaliser."""
+    rows = []
+    for name, events in results.get("profile", {}).items():
+        for key, seconds, count in events[:6]:
+            rows.append([name, key, f"{seconds:.2f} s", count])
+    return h.table(["normaliser (Gemma-like head + loss)", "op", "self CPU", "calls"], rows)
+
+
 def arguments() -> Any:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seq", type=int, default=1024)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--step-rounds", type=int, default=1)
     parser.add_argument("--shapes", default="llama,qwen,gemma")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--no-steps", action="store_true")
     parser.add_argument("--no-heads", action="store_true")
+    parser.add_argument("--tables", action="store_true", help="print the tables of the results")
     parser.add_argument("--quality", type=int, default=0, metavar="SEEDS")
     parser.add_argument("--quality-tasks", default="clm,mlm")
     parser.add_argument("--quality-run", nargs=3, metavar=("TASK", "NORMALISER", "SEED"))
@@ -463,6 +507,11 @@ def main() -> None:
     import torch
 
     args = arguments()
+    if args.tables:
+        results = h.read_json(OUT)
+        for render in (head_table, step_table, profile_table, quality_table):
+            print(render(results) + "\n")
+        return
     if args.quality_run:
         task, normaliser, seed = args.quality_run
         print(json.dumps(quality_run(task, normaliser, int(seed))))
@@ -476,16 +525,12 @@ def main() -> None:
     shapes = args.shapes.split(",")
     results: dict[str, Any] = {"machine": h.machine(), "seq": seq}
     save(results)
-    if not args.no_heads:
-        results["heads"] = measure_heads(shapes, seq, rounds)
-        results["head_rounds"] = rounds
-        save(results)
-    if args.profile:
-        results["profile"] = profile_normalisers(seq)
     if not args.no_steps:
-        results["step_rounds"] = 1 if args.quick else args.step_rounds
-        results["steps"] = measure_steps(shapes, seq, results["step_rounds"])
-    save(results)
+        measure_steps(shapes, seq, 1 if args.quick else args.step_rounds)
+    if not args.no_heads:
+        measure_heads(shapes, seq, rounds)
+    if args.profile:
+        save({"profile": profile_normalisers(seq)})
     results = h.read_json(OUT)
     if "heads" in results:
         print(head_table(results))

@@ -220,3 +220,45 @@ def test_normaliser_names_are_checked() -> None:
     assert matmul_dtype("exact") is None and matmul_dtype("bfloat16") is torch.bfloat16
     with pytest.raises(VocabError, match="'normaliser' must be 'exact' or 'bfloat16'"):
         matmul_dtype("sampled")
+
+
+def test_a_model_reduced_with_the_bfloat16_normaliser_trains_near_the_full_loss(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # apply_plan has no normaliser argument yet: the stage's prepare gets it here
+    import copy
+    import functools
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from vocab_adapters import apply_plan, revert_plan
+    from vocab_adapters.stages import softmax as stage
+    from vocabcore import VocabPlan
+
+    config = LlamaConfig(
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    ids = torch.randint(0, 300, (2, 24), generator=torch.Generator().manual_seed(1))
+    expected = float(copy.deepcopy(model)(input_ids=ids, labels=ids).loss)
+    plan = VocabPlan.from_ids(ids.tolist(), vocab_size=300, keep=(0, 1, 2))
+    monkeypatch.setattr(stage, "prepare", functools.partial(stage.prepare, normaliser="bfloat16"))
+    monkeypatch.setattr(stage, "DEFAULT_CHUNK_ROWS", 40)
+    applied = apply_plan(plan, model=model, softmax="shifted")
+    small = torch.tensor([plan.remap(row) for row in ids.tolist()])
+    loss = model(input_ids=small, labels=small).loss
+    assert abs(float(loss) - expected) < 0.02
+    loss.backward()
+    shift = model.get_output_embeddings().vocab_shift
+    assert shift.grad is not None and bool((shift.grad != 0).any())
+    revert_plan(applied)
+    with pytest.raises(VocabError, match="'normaliser' must be"):
+        stage.prepare(plan, model, (), "shifted", normaliser="fast")

@@ -461,9 +461,13 @@ def quality_table(results: dict[str, Any]) -> str:
                     task,
                     key,
                     len(exact),
-                    " / ".join(f"{x:.4f}" for x in exact),
-                    " / ".join(f"{x:.4f}" for x in approx),
-                    " / ".join(f"{g:+.2f}%" for g in gap),
+                    " / ".join(f"{x:.5f}" for x in exact),
+                    " / ".join(f"{x:.5f}" for x in approx),
+                    " / ".join(f"{g:+.3f}%" for g in gap),
+                    " / ".join(
+                        f"{h.median([r['train_seconds'] for r in mine[n]]):.0f}"
+                        for n in ("exact", "bfloat16")
+                    ),
                 ]
             )
     header = [
@@ -473,6 +477,7 @@ def quality_table(results: dict[str, Any]) -> str:
         "exact (per seed)",
         "bf16 matmuls (per seed)",
         "difference",
+        "train s, median (exact / bf16)",
     ]
     return h.table(header, rows)
 

@@ -205,11 +205,23 @@ def alternate(
     }
 
 
-def measure_heads(shapes: list[str], seq: int, rounds: int) -> list[dict[str, Any]]:
-    out = []
+def _earlier(key: str, shapes: list[str]) -> list[dict[str, Any]]:
+    """Rows of ``key`` in the results file for shapes other than ``shapes`` (kept on rerun)."""
+    rows: list[dict[str, Any]] = h.read_json(OUT).get(key, []) if OUT.exists() else []
+    return [r for r in rows if r["shape"] not in shapes]
+
+
+def _without(variants: dict[str, Any], skip: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in variants.items() if not any(word in k for word in skip)}
+
+
+def measure_heads(
+    shapes: list[str], seq: int, rounds: int, skip: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    out = _earlier("heads", shapes)
     for shape in shapes:
         x = head_inputs(shape, seq)
-        times = alternate(head_variants(x), rounds)
+        times = alternate(_without(head_variants(x), skip), rounds)
         out.append({"shape": shape, **x["shape"], "times": times})
         print(json.dumps(out[-1]), flush=True)
         save({"heads": out, "head_rounds": rounds})
@@ -312,11 +324,13 @@ def step_variants(shape: str, seq: int) -> tuple[dict[str, Callable[[], Any]], l
     return out, list(built.values())
 
 
-def measure_steps(shapes: list[str], seq: int, rounds: int) -> list[dict[str, Any]]:
-    out = []
+def measure_steps(
+    shapes: list[str], seq: int, rounds: int, skip: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    out = _earlier("steps", shapes)
     for shape in shapes:
         variants, keep = step_variants(shape, seq)
-        times = alternate(variants, rounds, warm_up=False)  # warmed up at 8 tokens
+        times = alternate(_without(variants, skip), rounds, warm_up=False)  # warmed up at 8 tokens
         for t in times.values():
             t["loss"], t["peak_above_bytes"] = t.pop("value")
         out.append({"shape": shape, "seq": seq, "times": times})
@@ -400,7 +414,7 @@ def head_table(results: dict[str, Any]) -> str:
     for r in results.get("heads", []):
         t = r["times"]
         full, reduced = t["full"]["best"], t["reduced"]["best"]
-        for name in HEAD_VARIANTS:
+        for name in (n for n in HEAD_VARIANTS if n in t):
             s = t[name]["best"]
             loss = t[name]["value"]
             rows.append(
@@ -423,7 +437,7 @@ def step_table(results: dict[str, Any]) -> str:
     for r in results.get("steps", []):
         t = r["times"]
         full, reduced = t["full"]["best"], t["reduced"]["best"]
-        for name in STEP_VARIANTS:
+        for name in (n for n in STEP_VARIANTS if n in t):
             s = t[name]["best"]
             peak = max(0, t[name]["peak_above_bytes"])
             rows.append(
@@ -501,6 +515,7 @@ def arguments() -> Any:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--no-steps", action="store_true")
     parser.add_argument("--no-heads", action="store_true")
+    parser.add_argument("--skip-lce", default="", help="'steps', 'heads': leave torch LCE out")
     parser.add_argument("--tables", action="store_true", help="print the tables of the results")
     parser.add_argument("--quality", type=int, default=0, metavar="SEEDS")
     parser.add_argument("--quality-tasks", default="clm,mlm")
@@ -531,9 +546,10 @@ def main() -> None:
     results: dict[str, Any] = {"machine": h.machine(), "seq": seq}
     save(results)
     if not args.no_steps:
-        measure_steps(shapes, seq, 1 if args.quick else args.step_rounds)
+        skip = ("LCE",) if "steps" in args.skip_lce else ()
+        measure_steps(shapes, seq, 1 if args.quick else args.step_rounds, skip)
     if not args.no_heads:
-        measure_heads(shapes, seq, rounds)
+        measure_heads(shapes, seq, rounds, ("LCE",) if "heads" in args.skip_lce else ())
     if args.profile:
         save({"profile": profile_normalisers(seq)})
     results = h.read_json(OUT)

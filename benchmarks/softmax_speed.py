@@ -34,6 +34,7 @@ Run: ``python benchmarks/softmax_speed.py`` (``--quick``: seq 64, one round). Wr
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -324,11 +325,39 @@ def step_variants(shape: str, seq: int) -> tuple[dict[str, Callable[[], Any]], l
     return out, list(built.values())
 
 
+def one_by_one(shape: str, seq: int) -> dict[str, Any]:
+    """One step of each variant, one model in memory at a time (torch LCE left out)."""
+    built = {"full": None, "reduced": "reduced", "shifted": "shifted"}
+    times: dict[str, Any] = {}
+    for name in (n for n in STEP_VARIANTS if "LCE" not in n):
+        normaliser = "bfloat16" if "bf16" in name else "exact"
+        model, optimizer, ids, _ = build_model(shape, built[name.split(",")[0]], normaliser)
+        step = step_fn(model, optimizer, ids, lce=False)
+        step(ids[:, :8])
+        gc.collect()
+        batch = ids[:, :seq]
+        took, (loss, peak) = h.timed(functools.partial(_peak_above, functools.partial(step, batch)))
+        times[name] = {"best": took, "all": [took], "loss": loss, "peak_above_bytes": peak}
+        del model, optimizer, step
+        gc.collect()
+    return times
+
+
 def measure_steps(
-    shapes: list[str], seq: int, rounds: int, skip: tuple[str, ...] = ()
+    shapes: list[str],
+    seq: int,
+    rounds: int,
+    skip: tuple[str, ...] = (),
+    sequential: bool = False,
 ) -> list[dict[str, Any]]:
     out = _earlier("steps", shapes)
     for shape in shapes:
+        if sequential:
+            out.append({"shape": shape, "seq": seq, "times": one_by_one(shape, seq)})
+            out[-1]["one_model_at_a_time"] = True
+            print(json.dumps(out[-1]), flush=True)
+            save({"steps": out, "step_rounds": rounds})
+            continue
         variants, keep = step_variants(shape, seq)
         times = alternate(_without(variants, skip), rounds, warm_up=False)  # warmed up at 8 tokens
         for t in times.values():
@@ -399,7 +428,7 @@ def profile_normalisers(seq: int) -> dict[str, list[list[Any]]]:
 
     variants = head_variants(head_inputs("gemma", seq))
     out = {}
-    for name in ("shifted, 3-pass (old)", "shifted"):
+    for name in ("shifted, 3-pass (old)", "shifted", "shifted, bf16 matmuls"):
         variants[name]()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             variants[name]()
@@ -515,6 +544,7 @@ def arguments() -> Any:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--no-steps", action="store_true")
     parser.add_argument("--no-heads", action="store_true")
+    parser.add_argument("--one-by-one", action="store_true", help="steps: one model at a time")
     parser.add_argument("--skip-lce", default="", help="'steps', 'heads': leave torch LCE out")
     parser.add_argument("--tables", action="store_true", help="print the tables of the results")
     parser.add_argument("--quality", type=int, default=0, metavar="SEEDS")
@@ -547,7 +577,8 @@ def main() -> None:
     save(results)
     if not args.no_steps:
         skip = ("LCE",) if "steps" in args.skip_lce else ()
-        measure_steps(shapes, seq, 1 if args.quick else args.step_rounds, skip)
+        rounds = 1 if args.quick else args.step_rounds
+        measure_steps(shapes, seq, rounds, skip, args.one_by_one)
     if not args.no_heads:
         measure_heads(shapes, seq, rounds, ("LCE",) if "heads" in args.skip_lce else ())
     if args.profile:

@@ -24,8 +24,10 @@ torch LCE chunked`` (the same full model, its loss from the backbone's hidden st
 step the script also reads how far the process's peak RSS rose above the RSS before the step
 (``/proc/self/clear_refs`` then ``VmHWM``).
 
-``--profile`` adds a torch profiler table (self CPU time per op) of the old and the new
-normaliser on the Gemma-like head.
+``--profile`` adds a torch profiler table (self CPU time per op) of the old, the new and the bf16
+normalisers on the Gemma-like head. ``--repeat N`` and ``--repeat-steps N``: more rounds of the main
+variants (kept apart: ``heads_repeat``, ``steps_repeat``). ``--quality SEEDS``: exact and bf16
+normalisers through ``softmax_quality.py`` and ``softmax_mlm.py``. ``--tables`` prints the tables.
 
 Run: ``python benchmarks/softmax_speed.py`` (``--quick``: seq 64, one round). Writes
 ``benchmarks/softmax_speed.json`` and prints the markdown tables.
@@ -217,15 +219,15 @@ def _without(variants: dict[str, Any], skip: tuple[str, ...]) -> dict[str, Any]:
 
 
 def measure_heads(
-    shapes: list[str], seq: int, rounds: int, skip: tuple[str, ...] = ()
+    shapes: list[str], seq: int, rounds: int, skip: tuple[str, ...] = (), key: str = "heads"
 ) -> list[dict[str, Any]]:
-    out = _earlier("heads", shapes)
+    out = _earlier(key, shapes)
     for shape in shapes:
         x = head_inputs(shape, seq)
         times = alternate(_without(head_variants(x), skip), rounds)
         out.append({"shape": shape, **x["shape"], "times": times})
         print(json.dumps(out[-1]), flush=True)
-        save({"heads": out, "head_rounds": rounds})
+        save({key: out, f"{key}_rounds": rounds})
         del x
         gc.collect()
     return out
@@ -349,14 +351,15 @@ def measure_steps(
     rounds: int,
     skip: tuple[str, ...] = (),
     sequential: bool = False,
+    key: str = "steps",
 ) -> list[dict[str, Any]]:
-    out = _earlier("steps", shapes)
+    out = _earlier(key, shapes)
     for shape in shapes:
         if sequential:
             out.append({"shape": shape, "seq": seq, "times": one_by_one(shape, seq)})
             out[-1]["one_model_at_a_time"] = True
             print(json.dumps(out[-1]), flush=True)
-            save({"steps": out, "step_rounds": rounds})
+            save({key: out, f"{key}_rounds": rounds})
             continue
         variants, keep = step_variants(shape, seq)
         times = alternate(_without(variants, skip), rounds, warm_up=False)  # warmed up at 8 tokens
@@ -364,7 +367,7 @@ def measure_steps(
             t["loss"], t["peak_above_bytes"] = t.pop("value")
         out.append({"shape": shape, "seq": seq, "times": times})
         print(json.dumps(out[-1]), flush=True)
-        save({"steps": out, "step_rounds": rounds})
+        save({key: out, f"{key}_rounds": rounds})
         del variants, keep
         gc.collect()
     return out
@@ -440,7 +443,7 @@ def profile_normalisers(seq: int) -> dict[str, list[list[Any]]]:
 def head_table(results: dict[str, Any]) -> str:
     """Markdown: best seconds and ratios to full and reduced, per shape (head + loss)."""
     rows = []
-    for r in results.get("heads", []):
+    for r in results.get("heads", []) + results.get("heads_repeat", []):
         t = r["times"]
         full, reduced = t["full"]["best"], t["reduced"]["best"]
         for name in (n for n in HEAD_VARIANTS if n in t):
@@ -463,7 +466,7 @@ def head_table(results: dict[str, Any]) -> str:
 def step_table(results: dict[str, Any]) -> str:
     """Markdown: best step seconds, ratios, peak RSS rise, per shape."""
     rows = []
-    for r in results.get("steps", []):
+    for r in results.get("steps", []) + results.get("steps_repeat", []):
         t = r["times"]
         full, reduced = t["full"]["best"], t["reduced"]["best"]
         for name in (n for n in STEP_VARIANTS if n in t):
@@ -544,6 +547,8 @@ def arguments() -> Any:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--no-steps", action="store_true")
     parser.add_argument("--no-heads", action="store_true")
+    parser.add_argument("--repeat", type=int, default=0, metavar="ROUNDS")
+    parser.add_argument("--repeat-steps", type=int, default=0, metavar="ROUNDS")
     parser.add_argument("--one-by-one", action="store_true", help="steps: one model at a time")
     parser.add_argument("--skip-lce", default="", help="'steps', 'heads': leave torch LCE out")
     parser.add_argument("--tables", action="store_true", help="print the tables of the results")
@@ -581,6 +586,11 @@ def main() -> None:
         measure_steps(shapes, seq, rounds, skip, args.one_by_one)
     if not args.no_heads:
         measure_heads(shapes, seq, rounds, ("LCE",) if "heads" in args.skip_lce else ())
+    if args.repeat:  # more rounds of the main variants, kept apart from the full table
+        skip = ("LCE", "old", "sampled")
+        measure_heads(shapes, seq, args.repeat, skip, "heads_repeat")
+    if args.repeat_steps:
+        measure_steps(shapes, seq, args.repeat_steps, ("LCE",), key="steps_repeat")
     if args.profile:
         save({"profile": profile_normalisers(seq)})
     results = h.read_json(OUT)

@@ -440,10 +440,18 @@ def profile_normalisers(seq: int) -> dict[str, list[list[Any]]]:
     return out
 
 
+def _labelled(results: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """Rows of ``key`` then of ``key_repeat``, the latter's shape marked with its rounds."""
+    repeat = results.get(f"{key}_repeat", [])
+    rounds = results.get(f"{key}_repeat_rounds")
+    marked = [{**r, "shape": f"{r['shape']} (best of {rounds})"} for r in repeat]
+    return list(results.get(key, [])) + marked
+
+
 def head_table(results: dict[str, Any]) -> str:
     """Markdown: best seconds and ratios to full and reduced, per shape (head + loss)."""
     rows = []
-    for r in results.get("heads", []) + results.get("heads_repeat", []):
+    for r in _labelled(results, "heads"):
         t = r["times"]
         full, reduced = t["full"]["best"], t["reduced"]["best"]
         for name in (n for n in HEAD_VARIANTS if n in t):
@@ -466,7 +474,7 @@ def head_table(results: dict[str, Any]) -> str:
 def step_table(results: dict[str, Any]) -> str:
     """Markdown: best step seconds, ratios, peak RSS rise, per shape."""
     rows = []
-    for r in results.get("steps", []) + results.get("steps_repeat", []):
+    for r in _labelled(results, "steps"):
         t = r["times"]
         full, reduced = t["full"]["best"], t["reduced"]["best"]
         for name in (n for n in STEP_VARIANTS if n in t):

@@ -67,6 +67,7 @@ import attrs
 import torch
 from torch import nn
 
+from vocab_adapters.stages.normaliser import DroppedRows, matmul_dtype
 from vocab_adapters.stages.reversible import Applied, RevertInputs, RowShift
 from vocabcore import VocabError, VocabPlan
 
@@ -177,6 +178,7 @@ class _Normaliser:
     shift: nn.Parameter | None
     shift_bias: nn.Parameter | None
     chunk: int
+    matmul: torch.dtype | None = None  # the normaliser's matmul dtype; None: the hidden's
     # Frozen data on other devices (the model moved after apply): moved once, the dropped
     # rows as one contiguous tensor, then reused by every call.
     _moved: dict[torch.device, tuple[torch.Tensor, torch.Tensor | None]] = attrs.field(
@@ -203,9 +205,7 @@ class _Normaliser:
         """The log-sum-exp of the dropped rows' logits for every position of ``hidden``."""
         flat = hidden.reshape(-1, hidden.shape[-1])
         source, rows, bias = self.on(flat.device)
-        lse: torch.Tensor = _DroppedLSE.apply(  # type: ignore[no-untyped-call]
-            flat, source, rows, bias, self.count, self.chunk
-        )
+        lse = DroppedRows(source, rows, bias).logsumexp(flat, self.chunk, self.matmul)
         if self.shift is not None:
             lse = lse + (flat @ self.shift.to(flat.dtype)).float()
         if self.shift_bias is not None:
@@ -1006,6 +1006,7 @@ def prepare(
     *,
     offload: str | None = None,
     chunk_rows: int | None = None,
+    normaliser: str = "exact",
 ) -> PreparedSoftmax:
     """Validate and compute the full-softmax machinery for ``model``; change nothing.
 
@@ -1024,12 +1025,15 @@ def prepare(
         chunk_rows: Dropped rows whose logits are computed at once (default
             :data:`DEFAULT_CHUNK_ROWS`); the normaliser holds ``positions * chunk_rows``
             float32 logits at a time.
+        normaliser: ``"exact"``, or ``"bfloat16"`` (the normaliser's matmuls in bfloat16: an
+            approximation for float32 models, see ``vocab_adapters.stages.normaliser``).
 
     Raises:
         VocabError: Unknown mode, bad ``chunk_rows``, or a model that transforms logits after
             the output layer.
     """
     check_mode(softmax)
+    matmul = matmul_dtype(normaliser)
     if chunk_rows is None:
         chunk_rows = DEFAULT_CHUNK_ROWS
     if not isinstance(chunk_rows, int) or isinstance(chunk_rows, bool) or chunk_rows < 1:
@@ -1075,8 +1079,15 @@ def prepare(
         shift = nn.Parameter(torch.zeros(weight.shape[1], dtype=weight.dtype, device=weight.device))
         if bias_swap is not None and bias_param is not None and bias_param.requires_grad:
             shift_bias = nn.Parameter(torch.zeros(1, dtype=bias_param.dtype, device=weight.device))
-    normaliser = _Normaliser(
-        source, index, count, bias_values if has_bias else None, shift, shift_bias, chunk_rows
+    built = _Normaliser(
+        source,
+        index,
+        count,
+        bias_values if has_bias else None,
+        shift,
+        shift_bias,
+        chunk_rows,
+        matmul,
     )
     config = getattr(model, "config", None)
 
@@ -1091,7 +1102,7 @@ def prepare(
         return [owner for _, owner in config_owners(config)] + modules
 
     state = _State(
-        normaliser,
+        built,
         plan.new_size,
         configs,
         tuple((m, n, t) for m, n, t in outside),

@@ -106,67 +106,6 @@ def check_mode(softmax: Any) -> str:
 # -- the normaliser of the dropped rows ---------------------------------------------------------
 
 
-def _chunks(source: torch.Tensor, rows: torch.Tensor | None, n: int, size: int) -> Any:
-    """Yield ``(start, stop, weight_chunk)`` over the dropped rows, ``size`` rows at a time."""
-    for start in range(0, n, size):
-        stop = min(start + size, n)
-        if rows is None:
-            yield start, stop, source[start:stop]
-        else:
-            yield start, stop, source.index_select(0, rows[start:stop])
-
-
-class _DroppedLSE(torch.autograd.Function):
-    """``logsumexp_j(h · w_j + b_j)`` over frozen rows, chunked; gradient to ``h`` only."""
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        hidden: torch.Tensor,
-        source: torch.Tensor,
-        rows: torch.Tensor | None,
-        bias: torch.Tensor | None,
-        n: int,
-        chunk: int,
-    ) -> torch.Tensor:
-        running_max = torch.full(
-            (hidden.shape[0],), float("-inf"), dtype=torch.float32, device=hidden.device
-        )
-        total = torch.zeros((hidden.shape[0],), dtype=torch.float32, device=hidden.device)
-        for start, stop, weight in _chunks(source, rows, n, chunk):
-            logits = (hidden @ weight.to(hidden.dtype).t()).float()
-            if bias is not None:
-                logits += bias[start:stop]
-            chunk_max = logits.amax(dim=1)
-            new_max = torch.maximum(running_max, chunk_max)
-            safe = torch.where(torch.isinf(new_max), torch.zeros_like(new_max), new_max)
-            total = total * torch.exp(running_max - safe) + torch.exp(
-                logits - safe.unsqueeze(1)
-            ).sum(dim=1)
-            running_max = new_max
-        safe = torch.where(torch.isinf(running_max), torch.zeros_like(running_max), running_max)
-        lse = torch.log(total) + safe
-        ctx.save_for_backward(hidden, lse)
-        ctx.source, ctx.rows, ctx.bias, ctx.n, ctx.chunk = source, rows, bias, n, chunk
-        return lse
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> Any:
-        hidden, lse = ctx.saved_tensors
-        grad_hidden = None
-        if ctx.needs_input_grad[0]:
-            acc = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device)
-            scale = grad.float().unsqueeze(1)
-            for start, stop, weight in _chunks(ctx.source, ctx.rows, ctx.n, ctx.chunk):
-                logits = (hidden @ weight.to(hidden.dtype).t()).float()
-                if ctx.bias is not None:
-                    logits += ctx.bias[start:stop]
-                probs = torch.exp(logits - lse.unsqueeze(1)) * scale
-                acc += probs @ weight.float()
-            grad_hidden = acc.to(hidden.dtype)
-        return grad_hidden, None, None, None, None, None
-
-
 @attrs.frozen(eq=False)
 class _Normaliser:
     """What the extra column needs: the frozen dropped rows, their biases, the shifts."""

@@ -203,9 +203,9 @@ def test_full_and_shifted_softmax_figures() -> None:
     assert full.logits_bytes == batch * seq * (plan.new_size + 1) * 4
     dropped = VOCAB - plan.new_size
     hidden = model.config.hidden_size
-    # the gathered rows of one chunk (here all dropped rows fit in one), three positions x rows
-    # fp32 blocks, two positions x hidden fp32 blocks
-    workspace = dropped * hidden * 4 + 3 * batch * seq * dropped * 4 + 2 * batch * seq * hidden * 4
+    # the gathered rows of one chunk (here all dropped rows fit in one), one positions x rows
+    # fp32 block, two positions x hidden fp32 blocks
+    workspace = dropped * hidden * 4 + batch * seq * dropped * 4 + 2 * batch * seq * hidden * 4
     assert full.loss_bytes == 2 * full.logits_bytes + workspace
     assert full.parameters == base.parameters
     assert shifted.parameters == base.parameters + hidden

@@ -60,7 +60,7 @@ class MemoryFigures:
             are freed once the model's output is dropped, as the ``Trainer`` does; a loop that
             keeps the output during ``backward()`` holds one ``logits_bytes`` more). With
             ``softmax="full"``/``"shifted"``, plus the normaliser's chunk workspace (the chunk's
-            gathered output rows, three ``positions x chunk`` fp32 blocks and two ``positions x
+            gathered output rows, one ``positions x chunk`` fp32 block and two ``positions x
             hidden`` fp32 blocks).
         activation_bytes: Bytes the model saves for the backward pass at ``batch_size x
             seq_len`` (the decoder layers, the final norm and the output layer's input), for
@@ -595,10 +595,11 @@ def memory_estimate(
             tokens = batch_size * seq_len
             chunk = min(softmax_module.DEFAULT_CHUNK_ROWS, dropped)
             columns += 1
-            # per chunk: the gathered rows, three positions x rows fp32 blocks (logits, their
-            # exponentials, the scaled probabilities); the hidden-state gradient and one matmul
+            # the two-pass kernel (stages/normaliser.py): one reused buffer of gathered rows and
+            # one positions x rows fp32 block of logits, exponentiated in place; the hidden-state
+            # gradient it accumulates (saved for backward) and its product in backward
             rows_item = wanted.itemsize if wanted is not None else input_weight.element_size()
-            workspace = chunk * width * rows_item + 3 * tokens * chunk * 4 + 2 * tokens * width * 4
+            workspace = chunk * width * rows_item + tokens * chunk * 4 + 2 * tokens * width * 4
             # held by the normaliser: the dropped rows' biases in fp32, and with offloading its
             # own device copy of the dropped output rows (else it reads the held full weight)
             if any(t.role == "output bias" for t in tensors) or _buffer_bytes(

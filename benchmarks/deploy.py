@@ -443,7 +443,7 @@ def table(results: dict[str, Any]) -> str:
     rows.append(
         f"Measured with torch {v['torch']}, transformers {v['transformers']}, gguf {v['gguf']}, "
         f"onnxruntime {v['onnxruntime']}, llama-cpp-python {v['llama_cpp_python']} on "
-        f"{v['cpu_count']} CPU cores shared with other jobs"
+        f"{v['cpu_count']} CPU cores"
         + (" (`--quick`: 2 decoder layers)" if results.get("quick") else "")
         + ". For MiniLM the first-token column is one 16-sentence batch."
     )

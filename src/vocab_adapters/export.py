@@ -82,7 +82,7 @@ def export_reduced(
     if st.is_sentence_transformer(model):
         st_model = model
         model, tokenizer = st.transformer_parts(st_model, tokenizer)
-        return _write(plan, model, tokenizer, target, lambda d: st_model.save(str(d)))
+        return write_reduced(plan, model, tokenizer, target, lambda d: st_model.save(str(d)))
 
     def save(directory: Path) -> None:
         model.save_pretrained(directory)
@@ -90,13 +90,16 @@ def export_reduced(
         if plan.added:
             _load_tokenizer_json_as_saved(directory, tokenizer)
 
-    return _write(plan, model, tokenizer, target, save)
+    return write_reduced(plan, model, tokenizer, target, save)
 
 
-def _write(
+def write_reduced(
     plan: VocabPlan, model: Any, tokenizer: Any, target: Path, save: Callable[[Path], None]
 ) -> Path:
     """Apply, ``save`` into a staging directory, revert, then move it to ``target``.
+
+    The one way every directory format is written (``hf`` here, ``onnx`` in
+    :mod:`vocab_adapters.deploy.onnx`).
 
     Nothing is left behind if anything fails, and the model and tokenizer end as they were.
     """

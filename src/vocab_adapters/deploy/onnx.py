@@ -15,8 +15,6 @@ extra package), restores both, and leaves a directory with:
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,6 @@ from vocabcore import VocabError, VocabPlan
 __all__ = ["ONNX_FILE", "export_onnx"]
 
 ONNX_FILE = "model.onnx"
-_PLAN_FILE = "vocabcore_plan.json"
 
 
 def _pooling(st_model: Any) -> tuple[str, bool]:
@@ -141,7 +138,6 @@ def export_onnx(
     import torch
 
     from vocab_adapters.integrations import sentence_transformer as st
-    from vocab_adapters.session import apply_plan, revert_plan
 
     target = Path(out_dir)
     if target.exists() and not overwrite and any(target.iterdir()):
@@ -166,12 +162,11 @@ def export_onnx(
             f"ONNX export needs a fast tokenizer (its tokenizer.json is what a deployment "
             f"loads; got {type(tokenizer).__name__}); load it with use_fast=True"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    attention = getattr(model.config, "_attn_implementation", None)
-    training = model.training
-    try:
-        applied = apply_plan(plan, model=model, tokenizer=tokenizer)
+    from vocab_adapters.export import write_reduced
+
+    def save(staging: Path) -> None:
+        attention = getattr(model.config, "_attn_implementation", None)
+        training = model.training
         try:
             _set_attention(model, "eager")
             model.eval()
@@ -201,12 +196,5 @@ def export_onnx(
             if attention is not None:
                 _set_attention(model, attention)
             model.train(training)
-            revert_plan(applied)
-        plan.save(staging / _PLAN_FILE)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+
+    return write_reduced(plan, model, tokenizer, target, save)

@@ -4,7 +4,9 @@ A tiny Qwen2 with the Qwen tokenizer shape (pad ``<|endoftext|>`` after the ordi
 vocabulary, ``config.pad_token_id`` unset as in real Qwen2.5 configs), trained a few steps on a
 conversational ``datasets.Dataset`` with a ``messages`` column. Also the callback path (a
 Trainer built before the plan is applied, TRL's collator keeping the full pad id, a training
-step that raises) and PEFT LoRA with ``embed_tokens``/``lm_head`` in ``modules_to_save``.
+step that raises), PEFT LoRA with ``embed_tokens``/``lm_head`` in ``modules_to_save``, the
+softmax modes through SFTTrainer's fused LM head, and DPOTrainer's log-probs with a reference
+model reduced beside the policy or precomputed.
 """
 
 from __future__ import annotations
@@ -318,3 +320,137 @@ def test_callback_softmax_under_sft_trainer(
     head = model.get_output_embeddings().weight.detach()
     dropped = [i for i in range(head.shape[0]) if i not in set(plan.kept)]
     assert torch.equal(head[dropped], head_before[dropped]) == (mode == "full")
+
+
+# -- DPO: the policy's and the reference's log-probs are full-vocabulary ones ----------------------
+
+PREFERENCES = {
+    "prompt": [f"What is {a} plus {b}?" for a, b in [(1, 2), (3, 4), (5, 6), (7, 8)]],
+    "chosen": [f" {a} plus {b} is {a + b}." for a, b in [(1, 2), (3, 4), (5, 6), (7, 8)]],
+    "rejected": [f" It is {a * b + 1}, I think." for a, b in [(1, 2), (3, 4), (5, 6), (7, 8)]],
+}
+
+
+def _dpo_first_metrics(model: Any, tok: Any, out: Path, **extra: Any) -> dict[str, float]:
+    """The metrics DPOTrainer logs at its first step (log-probs of chosen and rejected)."""
+    args = trl.DPOConfig(
+        output_dir=str(out),
+        max_steps=1,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        **{k: v for k, v in extra.items() if k != "ref_model"},
+    )
+    trainer = trl.DPOTrainer(
+        model=model,
+        ref_model=extra.get("ref_model"),
+        args=args,
+        train_dataset=datasets.Dataset.from_dict(PREFERENCES),
+        processing_class=tok,
+    )
+    trainer.train()
+    logged = next(entry for entry in trainer.state.log_history if "loss" in entry)
+    return {key: float(value) for key, value in logged.items() if isinstance(value, float)}
+
+
+def _dpo_plan(tok: Any, model: Any) -> VocabPlan:
+    texts = [p + c for p, c in zip(PREFERENCES["prompt"], PREFERENCES["chosen"], strict=True)]
+    texts += [p + r for p, r in zip(PREFERENCES["prompt"], PREFERENCES["rejected"], strict=True)]
+    return plan_from_texts(tok, texts, model=model)
+
+
+@pytest.mark.skipif(not hasattr(trl, "DPOTrainer"), reason="this TRL has no DPOTrainer")
+@pytest.mark.parametrize("mode", ["shifted", "reduced"])
+@pytest.mark.parametrize("reference", ["ref_model", "precomputed"])
+def test_dpo_trainer_log_probs_are_the_full_vocabulary_ones(
+    mode: str, reference: str, load_llm_tokenizer: Any, tmp_path: Path
+) -> None:
+    """DPOTrainer (fused LM head) on a reduced policy logs the full model's log-probs.
+
+    The reference is a second model reduced with the same plan (``softmax="full"`` beside a
+    ``"full"``/``"shifted"`` policy: frozen, full-vocabulary log-probs; ``"reduced"`` beside a
+    ``"reduced"`` one, else the rewards compare log-probs normalised over different rows), or
+    the policy itself before training (``precompute_ref_log_probs=True``); a reduced model
+    cannot be copied for one.
+    """
+    import copy
+
+    full, full_tok = _model_and_tokenizer(load_llm_tokenizer)
+    if reference == "ref_model":
+        options: dict[str, Any] = {"ref_model": copy.deepcopy(full)}
+    else:
+        options = {"precompute_ref_log_probs": True}
+    expected = _dpo_first_metrics(full, full_tok, tmp_path / "full", **options)
+
+    model, tok = _model_and_tokenizer(load_llm_tokenizer)
+    plan = _dpo_plan(tok, model)
+    assert plan.new_size < plan.vocab_size
+    if reference == "ref_model":
+        ref = copy.deepcopy(model)  # before apply: a reduced model refuses to be copied
+        ref_mode = "reduced" if mode == "reduced" else "full"
+        ref_applied = apply_plan(plan, model=ref, softmax=ref_mode)
+        options = {"ref_model": ref}
+    applied = apply_plan(plan, model=model, tokenizer=tok, softmax=mode)
+    got = _dpo_first_metrics(model, tok, tmp_path / mode, **options)
+    revert_plan(applied)
+    if reference == "ref_model":
+        revert_plan(ref_applied)
+    for key in ("logps/chosen", "logps/rejected"):
+        if mode == "shifted":
+            assert got[key] == pytest.approx(expected[key], rel=1e-4), key
+        else:  # normalised over the kept ids: every log-prob is higher
+            assert got[key] > expected[key] + 1e-3, key
+    assert got["loss"] == pytest.approx(expected["loss"], rel=1e-4)
+
+
+# -- GRPO: rollouts from the reduced model, log-probs through the corrected fused head ------------
+
+
+@pytest.mark.skipif(not hasattr(trl, "GRPOTrainer"), reason="this TRL has no GRPOTrainer")
+def test_grpo_trainer_trains_the_shift(load_llm_tokenizer: Any, tmp_path: Path) -> None:
+    """GRPOTrainer generates with the reduced model and trains it with softmax="shifted"."""
+    model, tok = _model_and_tokenizer(load_llm_tokenizer)
+    prompts = [f"What is {a} plus {b}?" for a, b in [(1, 2), (3, 4), (5, 6), (7, 8)]]
+    plan = plan_from_texts(tok, [*prompts, *PREFERENCES["chosen"]], model=model)
+    head_before = model.get_output_embeddings().weight.detach().clone()
+    applied = apply_plan(plan, model=model, tokenizer=tok, softmax="shifted")
+    seen: list[str] = []
+
+    def reward(completions: list[str], **kwargs: Any) -> list[float]:
+        seen.extend(completions)
+        return [float(sum(map(ord, c)) % 5) for c in completions]  # varied: nonzero advantages
+
+    args = trl.GRPOConfig(
+        output_dir=str(tmp_path / "grpo"),
+        max_steps=1,
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=4,
+        learning_rate=1e-2,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    trainer = trl.GRPOTrainer(
+        model=model,
+        reward_funcs=reward,
+        args=args,
+        train_dataset=datasets.Dataset.from_dict({"prompt": prompts}),
+        processing_class=tok,
+    )
+    trainer.train()
+    shift = model.get_output_embeddings().vocab_shift.detach().clone()
+    revert_plan(applied, optimizer=trainer.optimizer)
+    assert seen  # rollouts were generated and decoded by the reduced tokenizer
+    assert bool((shift != 0).any())  # the log-probs went through the normaliser
+    head = model.get_output_embeddings().weight.detach()
+    assert head.shape == head_before.shape
+    dropped = torch.tensor([i for i in range(head.shape[0]) if i not in set(plan.kept)])
+    torch.testing.assert_close(head[dropped], head_before[dropped] + shift)

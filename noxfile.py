@@ -97,6 +97,44 @@ def deploy(session: nox.Session) -> None:
         session.run("python", "benchmarks/deploy.py")
 
 
+# Printed by the session's interpreter when it sees a torch build with a CUDA device.
+CUDA_PROBE = "import torch; print('cuda-torch' if torch.cuda.is_available() else 'no-cuda')"
+
+
+@nox.session(venv_params=["--system-site-packages"])
+def gpu(session: nox.Session) -> None:
+    """``benchmarks/gpu.py``: the CUDA tests and the bf16 step benchmark; not a default session.
+
+    The environment sees the system's packages, so on a CUDA machine it uses the torch (CUDA
+    build) and triton already installed there: run nox with that interpreter
+    (``python3 -m nox -s gpu``). Only without a CUDA torch does it install ``torch==2.13.0``
+    (a CPU build here), and the script then runs its CPU subset into the session's temporary
+    folder. On CUDA it tries ``liger-kernel`` and ``cut-cross-entropy`` (``--no-deps``: they
+    must not replace torch or triton) and goes on without them where that fails (offline,
+    say); the script lists a kernel that does not import. Writes ``benchmarks/gpu.json`` and
+    ``docs/gpu.md``; ``nox -s gpu -- --no-tests`` etc. pass options to the script.
+    """
+    session.env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    probe = session.run("python", "-c", CUDA_PROBE, silent=True, success_codes=[0, 1])
+    if "cuda-torch" not in str(probe):
+        _install(session, "-e", ".")  # the CPU subset runs no tests
+        out = f"{session.create_tmp()}/gpu-cpu.json"
+        session.run("python", "benchmarks/gpu.py", "--cpu", "--out", out, *session.posargs)
+        return
+    # torch and triton are the system's (already satisfied); the script itself runs from src/
+    # with what is there, so a failed install (offline, say) only warns
+    for args, missing in (
+        (("-e", ".[test]"), "the CUDA tests may skip or fail where a test dependency is missing"),
+        (("--no-deps", "liger-kernel"), "benchmarks/gpu.py records it as missing"),
+        (("--no-deps", "cut-cross-entropy"), "benchmarks/gpu.py records it as missing"),
+    ):
+        try:
+            session.install(*args)
+        except nox.command.CommandFailed:
+            session.warn(f"pip install {' '.join(args)} failed: {missing}")
+    session.run("python", "benchmarks/gpu.py", *session.posargs)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Ruff over sources, tests, benchmarks and this file; the import layering contracts."""

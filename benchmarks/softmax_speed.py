@@ -57,7 +57,22 @@ HEAD_VARIANTS = (
     "shifted, bf16 matmuls",
     "sampled 8192",
 )
-STEP_VARIANTS = ("full", "full + torch LCE chunked", "reduced", "shifted", "shifted, bf16 matmuls")
+STEP_VARIANTS = (
+    "full",
+    "full + torch LCE chunked",
+    "reduced",
+    "shifted",
+    "shifted, bf16 matmuls",
+    "shifted, sampled 8192",
+)
+BUILDS = {
+    "full": (None, "exact"),
+    "reduced": ("reduced", "exact"),
+    "shifted": ("shifted", "exact"),
+    "shifted, bf16 matmuls": ("shifted", "bfloat16"),
+    "shifted, sampled 8192": ("shifted", "sampled:8192"),
+}
+"""How each model-step variant's model is built: softmax mode (None: full) and normaliser."""
 
 
 # -- the normaliser as it was (softmax.py's _DroppedLSE at 0e78bf9), for comparison ------------
@@ -310,16 +325,24 @@ def step_fn(model: Any, optimizer: Any, ids: Any, lce: bool) -> Callable[[Any], 
     return step
 
 
-def step_variants(shape: str, seq: int) -> tuple[dict[str, Callable[[], Any]], list[Any]]:
+def _chosen(names: tuple[str, ...]) -> list[str]:
+    """The model-step variants to run: ``names`` (all when empty), always with full, reduced."""
+    wanted = set(names) | {"full", "reduced"} if names else set(STEP_VARIANTS)
+    unknown = wanted - set(STEP_VARIANTS)
+    if unknown:
+        raise SystemExit(f"unknown step variants {sorted(unknown)}; known: {STEP_VARIANTS}")
+    return [n for n in STEP_VARIANTS if n in wanted]
+
+
+def step_variants(
+    shape: str, seq: int, names: tuple[str, ...] = ()
+) -> tuple[dict[str, Callable[[], Any]], list[Any]]:
     """One timed step of each model-step variant; the models are kept alive in the list."""
-    built = {
-        "full": build_model(shape, None),
-        "reduced": build_model(shape, "reduced"),
-        "shifted": build_model(shape, "shifted"),
-        "shifted, bf16 matmuls": build_model(shape, "shifted", "bfloat16"),
-    }
+    chosen = _chosen(names)
+    bases = {n.removesuffix(" + torch LCE chunked") for n in chosen}
+    built = {name: build_model(shape, *BUILDS[name]) for name in BUILDS if name in bases}
     out: dict[str, Callable[[], Any]] = {}
-    for name in STEP_VARIANTS:
+    for name in chosen:
         model, optimizer, ids, _ = built[name.removesuffix(" + torch LCE chunked")]
         step = step_fn(model, optimizer, ids, lce="LCE" in name)
         step(ids[:, :8])  # the optimizer state exists from here on
@@ -327,13 +350,11 @@ def step_variants(shape: str, seq: int) -> tuple[dict[str, Callable[[], Any]], l
     return out, list(built.values())
 
 
-def one_by_one(shape: str, seq: int) -> dict[str, Any]:
+def one_by_one(shape: str, seq: int, names: tuple[str, ...] = ()) -> dict[str, Any]:
     """One step of each variant, one model in memory at a time (torch LCE left out)."""
-    built = {"full": None, "reduced": "reduced", "shifted": "shifted"}
     times: dict[str, Any] = {}
-    for name in (n for n in STEP_VARIANTS if "LCE" not in n):
-        normaliser = "bfloat16" if "bf16" in name else "exact"
-        model, optimizer, ids, _ = build_model(shape, built[name.split(",")[0]], normaliser)
+    for name in (n for n in _chosen(names) if "LCE" not in n):
+        model, optimizer, ids, _ = build_model(shape, *BUILDS[name])
         step = step_fn(model, optimizer, ids, lce=False)
         step(ids[:, :8])
         gc.collect()
@@ -352,16 +373,17 @@ def measure_steps(
     skip: tuple[str, ...] = (),
     sequential: bool = False,
     key: str = "steps",
+    names: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     out = _earlier(key, shapes)
     for shape in shapes:
         if sequential:
-            out.append({"shape": shape, "seq": seq, "times": one_by_one(shape, seq)})
+            out.append({"shape": shape, "seq": seq, "times": one_by_one(shape, seq, names)})
             out[-1]["one_model_at_a_time"] = True
             print(json.dumps(out[-1]), flush=True)
             save({key: out, f"{key}_rounds": rounds})
             continue
-        variants, keep = step_variants(shape, seq)
+        variants, keep = step_variants(shape, seq, names)
         times = alternate(_without(variants, skip), rounds, warm_up=False)  # warmed up at 8 tokens
         for t in times.values():
             t["loss"], t["peak_above_bytes"] = t.pop("value")
@@ -402,17 +424,23 @@ def quality_run(task: str, normaliser: str, seed: int) -> dict[str, Any]:
     return {"task": task, "normaliser": normaliser, **result}
 
 
-def measure_quality(seeds: int, tasks: list[str]) -> list[dict[str, Any]]:
-    """Exact and bfloat16 normalisers, ``seeds`` seeds per task, each run a fresh process."""
-    out = []
+def measure_quality(seeds: int, tasks: list[str], normalisers: list[str]) -> list[dict[str, Any]]:
+    """``normalisers``, ``seeds`` seeds per task, each run a fresh process.
+
+    Runs of other tasks, normalisers or seeds already in the results file are kept.
+    """
+    done = h.read_json(OUT).get("quality", []) if OUT.exists() else []
     for task in tasks:
         for seed in range(1, seeds + 1):
-            for normaliser in ("exact", "bfloat16"):
+            for normaliser in normalisers:
                 command = [__file__, "--quality-run", task, normaliser, str(seed)]
-                out.append(h.child_json(command, what=f"{task} {normaliser} {seed}"))
-                print(json.dumps(out[-1]), flush=True)
-                save({"quality": out})
-    return out
+                run = h.child_json(command, what=f"{task} {normaliser} {seed}")
+                key = (task, normaliser, seed)
+                done = [r for r in done if (r["task"], r["normaliser"], r["seed"]) != key]
+                done.append(run)
+                print(json.dumps(run), flush=True)
+                save({"quality": done})
+    return done
 
 
 def save(update: dict[str, Any]) -> None:
@@ -474,7 +502,8 @@ def head_table(results: dict[str, Any]) -> str:
 def step_table(results: dict[str, Any]) -> str:
     """Markdown: best step seconds, ratios, peak RSS rise, per shape."""
     rows = []
-    for r in _labelled(results, "steps"):
+    later = [{**r, "shape": f"{r['shape']} (later run)"} for r in results.get("steps_later", [])]
+    for r in _labelled(results, "steps") + later:
         t = r["times"]
         full, reduced = t["full"]["best"], t["reduced"]["best"]
         for name in (n for n in STEP_VARIANTS if n in t):
@@ -495,43 +524,69 @@ def step_table(results: dict[str, Any]) -> str:
     return h.table(header, rows)
 
 
-def quality_table(results: dict[str, Any]) -> str:
-    """Markdown: held-out full-vocabulary loss after revert, exact vs bfloat16 normaliser."""
-    runs = results.get("quality", [])
+APPROXIMATE = {
+    "bfloat16": "bf16 matmuls",
+    "sampled:1/32": "sampled 1/32",
+    "sampled:1/8": "sampled 1/8",
+}
+"""The approximate normalisers of the quality table, in its order, and their labels."""
+
+
+def _quality_rows(task: str, runs: list[dict[str, Any]], normaliser: str) -> list[list[Any]]:
+    """Rows of ``normaliser`` against exact for ``task``: per held-out set, per seed."""
+    by_seed = {
+        n: {r["seed"]: r for r in runs if r["task"] == task and r["normaliser"] == n}
+        for n in ("exact", normaliser)
+    }
+    seeds = sorted(set(by_seed["exact"]) & set(by_seed[normaliser]))
+    if not seeds:
+        return []
     rows = []
-    for task in QUALITY:
-        mine = {
-            n: [r for r in runs if r["task"] == task and r["normaliser"] == n]
-            for n in ("exact", "bfloat16")
-        }
-        if not mine["exact"] or not mine["bfloat16"]:
-            continue
-        for key in ("domain_test", "general_test"):
-            exact = [r[key]["loss"] for r in mine["exact"]]
-            approx = [r[key]["loss"] for r in mine["bfloat16"]]
-            gap = [100 * (a - e) / e for a, e in zip(approx, exact, strict=False)]
-            rows.append(
-                [
-                    task,
-                    key,
-                    len(exact),
-                    " / ".join(f"{x:.5f}" for x in exact),
-                    " / ".join(f"{x:.5f}" for x in approx),
-                    " / ".join(f"{g:+.3f}%" for g in gap),
-                    " / ".join(
-                        f"{h.median([r['train_seconds'] for r in mine[n]]):.0f}"
-                        for n in ("exact", "bfloat16")
-                    ),
-                ]
-            )
+    for key in ("domain_test", "general_test"):
+        exact = [by_seed["exact"][s][key]["loss"] for s in seeds]
+        approx = [by_seed[normaliser][s][key]["loss"] for s in seeds]
+        gap = [100 * (a - e) / e for a, e in zip(approx, exact, strict=True)]
+        seconds = [
+            h.median([by_seed[n][s]["train_seconds"] for s in seeds]) for n in ("exact", normaliser)
+        ]
+        rows.append(
+            [
+                task,
+                APPROXIMATE[normaliser],
+                key,
+                len(seeds),
+                " / ".join(f"{x:.5f}" for x in exact),
+                " / ".join(f"{x:.5f}" for x in approx),
+                " / ".join(f"{g:+.3f}%" for g in gap),
+                f"{max(abs(g) for g in gap):.3f}%",
+                " / ".join(f"{x:.0f}" for x in seconds),
+            ]
+        )
+    return rows
+
+
+def quality_table(results: dict[str, Any]) -> str:
+    """Markdown: held-out full-vocabulary loss after revert, exact vs approximate normalisers.
+
+    Each approximate run is paired with the exact run of the same task and seed.
+    """
+    runs = results.get("quality", [])
+    rows = [
+        row
+        for task in QUALITY
+        for normaliser in APPROXIMATE
+        for row in _quality_rows(task, runs, normaliser)
+    ]
     header = [
         "task",
+        "normaliser",
         "held-out",
         "seeds",
         "exact (per seed)",
-        "bf16 matmuls (per seed)",
+        "approximate (per seed)",
         "difference",
-        "train s, median (exact / bf16)",
+        "largest",
+        "train s, median (exact / approximate)",
     ]
     return h.table(header, rows)
 
@@ -562,6 +617,15 @@ def arguments() -> Any:
     parser.add_argument("--tables", action="store_true", help="print the tables of the results")
     parser.add_argument("--quality", type=int, default=0, metavar="SEEDS")
     parser.add_argument("--quality-tasks", default="clm,mlm")
+    parser.add_argument(
+        "--quality-normalisers",
+        default="exact,bfloat16",
+        help="comma-separated: exact, bfloat16, sampled:M (M rows) or sampled:1/K",
+    )
+    parser.add_argument(
+        "--step-variants", default="", help="comma-separated subset of the model-step variants"
+    )
+    parser.add_argument("--steps-key", default="steps", help="results key of the model steps")
     parser.add_argument("--quality-run", nargs=3, metavar=("TASK", "NORMALISER", "SEED"))
     return parser.parse_args()
 
@@ -580,7 +644,8 @@ def main() -> None:
         print(json.dumps(quality_run(task, normaliser, int(seed))))
         return
     if args.quality:
-        measure_quality(args.quality, args.quality_tasks.split(","))
+        normalisers = args.quality_normalisers.split(",")
+        measure_quality(args.quality, args.quality_tasks.split(","), normalisers)
         return
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     seq = 64 if args.quick else args.seq
@@ -591,7 +656,8 @@ def main() -> None:
     if not args.no_steps:
         skip = ("LCE",) if "steps" in args.skip_lce else ()
         rounds = 1 if args.quick else args.step_rounds
-        measure_steps(shapes, seq, rounds, skip, args.one_by_one)
+        names = tuple(n for n in args.step_variants.split(",") if n)
+        measure_steps(shapes, seq, rounds, skip, args.one_by_one, args.steps_key, names)
     if not args.no_heads:
         measure_heads(shapes, seq, rounds, ("LCE",) if "heads" in args.skip_lce else ())
     if args.repeat:  # more rounds of the main variants, kept apart from the full table

@@ -38,6 +38,7 @@ __all__ = [
     "dropped_logsumexp_exact",
     "dropped_logsumexp_sampled",
     "matmul_dtype",
+    "sample_size",
 ]
 
 DEFAULT_CHUNK = 8192
@@ -50,9 +51,36 @@ NORMALISERS = {"exact": None, "bfloat16": torch.bfloat16}
 
 def matmul_dtype(normaliser: Any) -> torch.dtype | None:
     """The matmul dtype of ``normaliser`` (``None``: the hidden states'); else ``VocabError``."""
+    if isinstance(normaliser, str) and normaliser.startswith("sampled:"):
+        return None
     if not isinstance(normaliser, str) or normaliser not in NORMALISERS:
-        raise VocabError(f"'normaliser' must be 'exact' or 'bfloat16' (got {normaliser!r})")
+        raise VocabError(
+            f"'normaliser' must be 'exact', 'bfloat16' or 'sampled:M' (got {normaliser!r})"
+        )
     return NORMALISERS[normaliser]
+
+
+def sample_size(normaliser: Any, count: int) -> int | None:
+    """Rows drawn per training call for ``"sampled:M"`` (``M`` rows, or ``1/K`` of ``count``).
+
+    ``None`` for the exact normalisers. The sampled normaliser is a measured approximation
+    (``docs/softmax_modes.md``), reachable from :func:`vocab_adapters.stages.softmax.prepare`
+    only.
+
+    >>> sample_size("sampled:1/32", 6400), sample_size("sampled:512", 6400), sample_size("exact", 9)
+    (200, 512, None)
+    """
+    matmul_dtype(normaliser)
+    if not normaliser.startswith("sampled:"):
+        return None
+    spec = normaliser[len("sampled:") :]
+    fraction = spec.startswith("1/")
+    number = spec[2:] if fraction else spec
+    if not number.isdigit() or int(number) < 1:
+        raise VocabError(
+            f"'normaliser' 'sampled:M' needs M, a positive row count, or 1/K (got {normaliser!r})"
+        )
+    return max(1, count // int(number)) if fraction else int(number)
 
 
 def _accumulator(dtype: torch.dtype) -> torch.dtype:

@@ -67,7 +67,12 @@ import attrs
 import torch
 from torch import nn
 
-from vocab_adapters.stages.normaliser import DroppedRows, matmul_dtype
+from vocab_adapters.stages.normaliser import (
+    DroppedRows,
+    SampledDropped,
+    matmul_dtype,
+    sample_size,
+)
 from vocab_adapters.stages.reversible import Applied, RevertInputs, RowShift
 from vocabcore import VocabError, VocabPlan
 
@@ -118,6 +123,7 @@ class _Normaliser:
     shift_bias: nn.Parameter | None
     chunk: int
     matmul: torch.dtype | None = None  # the normaliser's matmul dtype; None: the hidden's
+    sample: int | None = None  # rows drawn per training call (an approximation); None: all
     # Frozen data on other devices (the model moved after apply): moved once, the dropped
     # rows as one contiguous tensor, then reused by every call.
     _moved: dict[torch.device, tuple[torch.Tensor, torch.Tensor | None]] = attrs.field(
@@ -144,7 +150,11 @@ class _Normaliser:
         """The log-sum-exp of the dropped rows' logits for every position of ``hidden``."""
         flat = hidden.reshape(-1, hidden.shape[-1])
         source, rows, bias = self.on(flat.device)
-        lse = DroppedRows(source, rows, bias).logsumexp(flat, self.chunk, self.matmul)
+        dropped = DroppedRows(source, rows, bias)
+        if self.sample is not None and flat.requires_grad and torch.is_grad_enabled():
+            lse = SampledDropped(dropped, self.sample).logsumexp(flat, self.chunk)
+        else:
+            lse = dropped.logsumexp(flat, self.chunk, self.matmul)
         if self.shift is not None:
             lse = lse + (flat @ self.shift.to(flat.dtype)).float()
         if self.shift_bias is not None:
@@ -964,8 +974,10 @@ def prepare(
         chunk_rows: Dropped rows whose logits are computed at once (default
             :data:`DEFAULT_CHUNK_ROWS`); the normaliser holds ``positions * chunk_rows``
             float32 logits at a time.
-        normaliser: ``"exact"``, or ``"bfloat16"`` (the normaliser's matmuls in bfloat16: an
-            approximation for float32 models, see ``vocab_adapters.stages.normaliser``).
+        normaliser: ``"exact"``, ``"bfloat16"`` (the normaliser's matmuls in bfloat16: an
+            approximation for float32 models, see ``vocab_adapters.stages.normaliser``), or
+            ``"sampled:M"`` (``M`` dropped rows, or ``1/K`` of them, drawn per training call,
+            :class:`~vocab_adapters.stages.normaliser.SampledDropped`; exact without grad).
 
     Raises:
         VocabError: Unknown mode, bad ``chunk_rows``, or a model that transforms logits after
@@ -1027,6 +1039,7 @@ def prepare(
         shift_bias,
         chunk_rows,
         matmul,
+        sample_size(normaliser, count),
     )
     config = getattr(model, "config", None)
 

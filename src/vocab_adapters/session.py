@@ -168,6 +168,7 @@ def _prepare_stages(
     optimizer: Any,
     offload: str | None,
     softmax: str,
+    normaliser: str = "exact",
 ) -> tuple[list[tuple[str, Prepared]], tuple[Any, ...]]:
     """Every stage validated and computed out of place, in :data:`STAGES` order."""
     prepared: dict[str, Prepared] = {}
@@ -196,7 +197,7 @@ def _prepare_stages(
             from vocab_adapters.stages import softmax as softmax_adapter
 
             prepared["softmax"] = softmax_adapter.prepare(
-                plan, model, swaps, softmax, offload=offload
+                plan, model, swaps, softmax, offload=offload, normaliser=normaliser
             )
     if optimizer is not None:
         from vocab_adapters.stages import optimizer as optimizer_adapter
@@ -217,6 +218,7 @@ def apply_plan(
     optimizer: Any = None,
     offload: str | None = None,
     softmax: str = "reduced",
+    normaliser: str = "exact",
 ) -> AppliedPlan:
     """Reduce the vocabulary of a model, its tokenizer and optimizer, in place.
 
@@ -239,6 +241,12 @@ def apply_plan(
             (the loss normalises over every row; dropped rows frozen) or ``"shifted"``
             (``"full"`` plus one trainable shift of the dropped rows); see
             :mod:`vocab_adapters.stages.softmax`.
+        normaliser: How ``"full"``/``"shifted"`` sum over the dropped rows while training:
+            ``"exact"`` (default), ``"sampled:M"`` (``M`` dropped rows drawn at random per
+            step, the sum scaled by ``dropped / M``: an approximation, see
+            ``docs/softmax_modes.md``; ``"sampled:1/K"`` draws ``1/K`` of them) or
+            ``"bfloat16"`` (the exact sum with bfloat16 matmuls). Without gradients (evaluation)
+            every normaliser is exact.
 
     Returns:
         The handle that :func:`revert_plan` takes.
@@ -249,16 +257,19 @@ def apply_plan(
             is already wrapped for distributed training (DDP, FSDP, DeepSpeed: apply first,
             then wrap; see :mod:`vocab_adapters.integrations.distributed`).
     """
-    from vocab_adapters.stages.softmax import check_mode
+    from vocab_adapters.stages.softmax import check_mode, check_normaliser
 
     check_mode(softmax)
+    check_normaliser(normaliser, softmax)
     _check_targets(plan, model, tokenizer, optimizer)
     if model is not None:
         from vocab_adapters.stages.wrappers import check_peft_apply, check_unwrapped
 
         check_unwrapped(model, "apply")
         check_peft_apply(model)
-    prepared, swaps = _prepare_stages(plan, model, tokenizer, optimizer, offload, softmax)
+    prepared, swaps = _prepare_stages(
+        plan, model, tokenizer, optimizer, offload, softmax, normaliser
+    )
     applied = commit_all(
         [stage for _, stage in prepared],
         lambda stage: stage.commit(),
@@ -365,6 +376,7 @@ def reduced_vocab(
     keep: Iterable[int | str] = (),
     offload: str | None = None,
     softmax: str = "reduced",
+    normaliser: str = "exact",
 ) -> Iterator[VocabPlan]:
     """Train with a reduced vocabulary inside a ``with`` block; restore it on the way out.
 
@@ -399,6 +411,7 @@ def reduced_vocab(
         optimizer=optimizer,
         offload=offload,
         softmax=softmax,
+        normaliser=normaliser,
     )
     try:
         yield plan

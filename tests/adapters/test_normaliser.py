@@ -8,6 +8,7 @@ weight with an index (views, gathers and mixed chunks), and the sampled estimate
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -228,19 +229,8 @@ def test_normaliser_names_are_checked() -> None:
             sample_size(bad, 100)
 
 
-@pytest.mark.parametrize("normaliser", ["bfloat16", "sampled:1/2"])
-def test_a_model_reduced_with_an_approximate_normaliser_trains_near_the_full_loss(
-    normaliser: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # apply_plan has no normaliser argument yet: the stage's prepare gets it here
-    import copy
-    import functools
-
+def _tiny_llama() -> Any:
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from vocab_adapters import apply_plan, revert_plan
-    from vocab_adapters.stages import softmax as stage
-    from vocabcore import VocabPlan
 
     config = LlamaConfig(
         vocab_size=300,
@@ -253,22 +243,71 @@ def test_a_model_reduced_with_an_approximate_normaliser_trains_near_the_full_los
         tie_word_embeddings=True,
     )
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    return LlamaForCausalLM(config)
+
+
+@pytest.mark.parametrize("normaliser", ["bfloat16", "sampled:1/2", "sampled:40"])
+def test_a_model_reduced_with_an_approximate_normaliser_trains_near_the_full_loss(
+    normaliser: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import copy
+
+    from vocab_adapters import apply_plan, revert_plan
+    from vocab_adapters.stages import softmax as stage
+    from vocabcore import VocabPlan
+
+    model = _tiny_llama()
     ids = torch.randint(0, 300, (2, 24), generator=torch.Generator().manual_seed(1))
     expected = float(copy.deepcopy(model)(input_ids=ids, labels=ids).loss.detach())
     plan = VocabPlan.from_ids(ids.tolist(), vocab_size=300, keep=(0, 1, 2))
-    monkeypatch.setattr(stage, "prepare", functools.partial(stage.prepare, normaliser=normaliser))
     monkeypatch.setattr(stage, "DEFAULT_CHUNK_ROWS", 40)
-    applied = apply_plan(plan, model=model, softmax="shifted")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    applied = apply_plan(
+        plan, model=model, optimizer=optimizer, softmax="shifted", normaliser=normaliser
+    )
     small = torch.tensor([plan.remap(row) for row in ids.tolist()])
     with torch.no_grad():  # without gradients the sampled normaliser is exact
         exact = float(model(input_ids=small, labels=small).loss)
     assert abs(exact - expected) < (1e-5 if normaliser.startswith("sampled") else 0.02)
+    losses = [float(model(input_ids=small, labels=small).loss.detach()) for _ in range(2)]
+    if normaliser.startswith("sampled"):  # a fresh draw per call
+        assert losses[0] != losses[1]
     loss = model(input_ids=small, labels=small).loss
     assert abs(float(loss) - expected) < 0.05
     loss.backward()
     shift = model.get_output_embeddings().vocab_shift
     assert shift.grad is not None and bool((shift.grad != 0).any())
-    revert_plan(applied)
-    with pytest.raises(VocabError, match="'normaliser' must be"):
-        stage.prepare(plan, model, (), "shifted", normaliser="fast")
+    optimizer.step()
+    revert_plan(applied, optimizer=optimizer)
+    assert model.get_output_embeddings().weight.shape[0] == 300
+
+
+@pytest.mark.parametrize(
+    ("softmax", "normaliser", "message"),
+    [
+        ("shifted", "fast", "'normaliser' must be"),
+        ("shifted", "sampled:0", "needs M, a positive row count, or 1/K"),
+        ("reduced", "sampled:8", "applies to softmax='full' or 'shifted' only"),
+    ],
+)
+def test_a_bad_normaliser_is_refused_before_anything_changes(
+    softmax: str, normaliser: str, message: str
+) -> None:
+    from vocab_adapters import VocabReductionCallback, apply_plan, reduced_vocab
+    from vocabcore import VocabPlan
+
+    model = _tiny_llama()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    plan = VocabPlan.from_ids([[5, 6, 7]], vocab_size=300, keep=(0, 1, 2))
+    with pytest.raises(VocabError, match=message):
+        apply_plan(plan, model=model, softmax=softmax, normaliser=normaliser)
+    with (
+        pytest.raises(VocabError, match=message),
+        reduced_vocab(model, plan=plan, softmax=softmax, normaliser=normaliser),
+    ):
+        pass
+    with pytest.raises(VocabError, match=message):
+        VocabReductionCallback(plan, softmax=softmax, normaliser=normaliser)
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], v) for k, v in before.items())

@@ -106,6 +106,7 @@ class VocabReductionCallback(TrainerCallback):
             reduced: each full checkpoint drops them, and they start again from the mean of
             their pieces after it; use ``True`` (or ``full_checkpoints=False``) to train them
             across checkpoints.
+        normaliser: As in :func:`vocab_adapters.apply_plan` (``"sampled:8192"``, say).
 
     Attributes:
         applied: The :class:`~vocab_adapters.AppliedPlan` of the latest apply (``None``
@@ -121,14 +122,16 @@ class VocabReductionCallback(TrainerCallback):
         offload: str | None = None,
         softmax: str = "reduced",
         keep_added: bool = False,
+        normaliser: str = "exact",
     ) -> None:
-        from vocab_adapters.stages.softmax import check_mode
+        from vocab_adapters.stages.softmax import check_mode, check_normaliser
 
         if not isinstance(plan, VocabPlan):
             raise VocabError(f"'plan' must be a VocabPlan (got {type(plan).__name__})")
         if offload not in (None, "cpu"):
             raise VocabError(f"'offload' must be None or 'cpu' (got {offload!r})")
         check_mode(softmax)
+        check_normaliser(normaliser, softmax)
         for name, value in (("full_checkpoints", full_checkpoints), ("keep_added", keep_added)):
             if not isinstance(value, bool):
                 raise VocabError(f"{name!r} must be True or False (got {value!r})")
@@ -137,6 +140,7 @@ class VocabReductionCallback(TrainerCallback):
         self.full_checkpoints = full_checkpoints
         self.offload = offload
         self.softmax = softmax
+        self.normaliser = normaliser
         self.keep_added = keep_added
         self.applied: AppliedPlan | None = None
         self._next_plan = plan  # after a keep_added checkpoint: the plan over the grown vocab
@@ -166,6 +170,7 @@ class VocabReductionCallback(TrainerCallback):
             optimizer=torch_optimizer,
             offload=self.offload,
             softmax=self.softmax,
+            normaliser=self.normaliser,
         )
         self._carry_state_in()
 

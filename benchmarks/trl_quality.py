@@ -126,11 +126,7 @@ def model_config(tok: Any) -> Any:
 
     return Qwen2Config(
         vocab_size=len(tok),
-        hidden_size=96,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **sq.SIZES,  # the causal LM of softmax_quality.py, as a Qwen2
         max_position_embeddings=1024,
         tie_word_embeddings=True,
         bos_token_id=None,

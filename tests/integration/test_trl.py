@@ -34,6 +34,16 @@ MESSAGES = [
 ] + CONVERSATIONS
 
 
+# Trainer options every run here shares: no checkpoints, reports, progress bars or workers.
+QUIET: dict[str, Any] = {
+    "save_strategy": "no",
+    "report_to": [],
+    "use_cpu": True,
+    "dataloader_num_workers": 0,
+    "disable_tqdm": True,
+}
+
+
 @pytest.fixture(autouse=True)
 def one_thread() -> Any:
     threads = torch.get_num_threads()
@@ -49,11 +59,7 @@ def _args(out: Path, **extra: Any) -> Any:
         per_device_train_batch_size=4,
         learning_rate=1e-2,
         logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
+        **QUIET,
         **extra,
     )
 
@@ -205,11 +211,7 @@ def _sft_first_loss(
         max_steps=1,
         per_device_train_batch_size=4,
         learning_rate=1e-2,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
+        **QUIET,
         **extra,
     )
     trainer = Recording(
@@ -339,11 +341,7 @@ def _dpo_first_metrics(model: Any, tok: Any, out: Path, **extra: Any) -> dict[st
         per_device_train_batch_size=4,
         learning_rate=1e-3,
         logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
+        **QUIET,
         **{k: v for k, v in extra.items() if k != "ref_model"},
     )
     trainer = trl.DPOTrainer(
@@ -432,11 +430,7 @@ def test_grpo_trainer_trains_the_shift(load_llm_tokenizer: Any, tmp_path: Path) 
         num_generations=2,
         max_completion_length=4,
         learning_rate=1e-2,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
+        **QUIET,
     )
     trainer = trl.GRPOTrainer(
         model=model,

@@ -312,8 +312,12 @@ def make_step(model: Any, optimizer: Any, kernel: Callable[..., Any] | None) -> 
         return softmax_speed.step_fn(model, optimizer, None, lce=False)
     head = model.get_output_embeddings()
 
+    # the decoder stack without the head (``base_model`` is the causal LM itself for some
+    # classes in transformers 4)
+    backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+
     def step(batch: Any) -> float:
-        hidden = model.base_model(input_ids=batch).last_hidden_state[:, :-1]
+        hidden = backbone(input_ids=batch).last_hidden_state[:, :-1]
         hidden = hidden.reshape(-1, hidden.shape[-1])
         loss = kernel(hidden, head.weight, batch[:, 1:].reshape(-1))
         loss.backward()
@@ -546,10 +550,26 @@ def run_all(settings: dict[str, Any], out: Path, tests: bool) -> dict[str, Any]:
         run["cuda_tests"] = {"not_run": "no CUDA device" if device == "cpu" else "--no-tests"}
     save(run)
     for shape in settings["shapes"]:
+        missing_class = _missing_class(shape)
+        if missing_class:  # an older transformers (Gemma 3 came with 4.50)
+            run.setdefault("shapes_unavailable", {})[shape] = missing_class
+            continue
         run_shape(shape, run, kernels)
     save(run)
     result: dict[str, Any] = h.read_json(out)
     return result
+
+
+def _missing_class(shape: str) -> str:
+    """What the installed transformers lacks to build ``shape`` ('' when nothing)."""
+    import llm_memory as lm
+    import transformers
+
+    spec = lm.SHAPES[shape]
+    for name in (spec["config"], spec["kwargs"]["architectures"][0]):
+        if not hasattr(transformers, name):
+            return f"transformers {transformers.__version__} has no {name}"
+    return ""
 
 
 # -- the page -----------------------------------------------------------------------------------
@@ -685,6 +705,8 @@ def _results(results: dict[str, Any]) -> list[str]:
     ]
     for name, why in results["kernels_missing"].items():
         lines.append(f"- not measured, {name} ({KERNELS[name]}): {why}")
+    for shape, why in results.get("shapes_unavailable", {}).items():
+        lines.append(f"- not measured, the {shape} shape: {why}")
     if results["budget"]["skipped"]:
         lines.append(
             f"- skipped to stay within the {results['budget']['limit_s']} s budget: "

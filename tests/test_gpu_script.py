@@ -53,7 +53,9 @@ def test_cpu_subset_measures_every_shape_and_variant(
     assert results["cuda_tests"] == {"not_run": "no CUDA device"}
     assert {"torch", "transformers", "python"} <= set(results["versions"])
     assert results["budget"]["skipped"] == []
-    assert [e["shape"] for e in results["shapes"]] == list(SHAPES)
+    unavailable = results.get("shapes_unavailable", {})
+    assert set(unavailable) <= {"gemma"}  # Gemma 3 needs transformers 4.50+
+    assert [e["shape"] for e in results["shapes"]] == [s for s in SHAPES if s not in unavailable]
     for entry in results["shapes"]:
         assert 0 < entry["kept"] < entry["rows"]
         times = entry["times"]
@@ -106,7 +108,7 @@ def test_cpu_subset_page_has_the_table(cpu_run: tuple[dict[str, Any], str, str])
     assert "|---|" in page
     assert "CPU subset" in page
     rows = [line for line in page.splitlines() if line.startswith("| ") and "(tiny)" in line]
-    assert len(rows) >= len(SHAPES) * len(ALWAYS)
+    assert len(rows) >= len(cpu_run[0]["shapes"]) * len(ALWAYS)
 
 
 def test_committed_page_renders_from_the_committed_results(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import torch
 from fixtures.llm_models import build_llm_case
 from fixtures.llm_tokenizers import CONVERSATIONS
 from vocab_adapters import apply_plan, plan_from_texts, revert_plan
-from vocabcore import VocabPlan
+from vocabcore import VocabError, VocabPlan
 
 trl = pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
@@ -362,7 +362,15 @@ def _dpo_plan(tok: Any, model: Any) -> VocabPlan:
     return plan_from_texts(tok, texts, model=model)
 
 
-@pytest.mark.skipif(not hasattr(trl, "DPOTrainer"), reason="this TRL has no DPOTrainer")
+def _has(module: str) -> bool:
+    """Whether TRL has ``module``, without importing it (trl 0.17's GRPO config module edits
+    transformers 4.46's ``TrainingArguments`` fields on import)."""
+    import importlib.util
+
+    return importlib.util.find_spec(f"trl.trainer.{module}") is not None
+
+
+@pytest.mark.skipif(not _has("dpo_trainer"), reason="this TRL has no DPOTrainer")
 @pytest.mark.parametrize("mode", ["shifted", "reduced"])
 @pytest.mark.parametrize("reference", ["ref_model", "precomputed"])
 def test_dpo_trainer_log_probs_are_the_full_vocabulary_ones(
@@ -394,10 +402,18 @@ def test_dpo_trainer_log_probs_are_the_full_vocabulary_ones(
         ref_applied = apply_plan(plan, model=ref, softmax=ref_mode)
         options = {"ref_model": ref}
     applied = apply_plan(plan, model=model, tokenizer=tok, softmax=mode)
-    got = _dpo_first_metrics(model, tok, tmp_path / mode, **options)
+    if mode == "shifted" and not _fused_by_default():
+        # older TRL computes log-probs from the logits: refused, never silently "reduced"
+        with pytest.raises(VocabError, match="calls the model without labels"):
+            _dpo_first_metrics(model, tok, tmp_path / mode, **options)
+        got = expected
+    else:
+        got = _dpo_first_metrics(model, tok, tmp_path / mode, **options)
     revert_plan(applied)
     if reference == "ref_model":
         revert_plan(ref_applied)
+    if got is expected:
+        return
     for key in ("logps/chosen", "logps/rejected"):
         if mode == "shifted":
             assert got[key] == pytest.approx(expected[key], rel=1e-4), key
@@ -409,9 +425,27 @@ def test_dpo_trainer_log_probs_are_the_full_vocabulary_ones(
 # -- GRPO: rollouts from the reduced model, log-probs through the corrected fused head ------------
 
 
-@pytest.mark.skipif(not hasattr(trl, "GRPOTrainer"), reason="this TRL has no GRPOTrainer")
+@pytest.fixture
+def training_args_fields() -> Any:
+    """Undo trl 0.17's edit of transformers 4.x's ``_VALID_DICT_FIELDS`` (made on importing its
+    GRPO config), which breaks every later plain ``TrainingArguments`` in the process."""
+    from transformers import training_args
+
+    fields = getattr(training_args, "_VALID_DICT_FIELDS", None)
+    saved = list(fields) if isinstance(fields, list) else None
+    yield
+    if saved is not None and isinstance(fields, list):
+        fields[:] = saved
+
+
+@pytest.mark.skipif(not _has("grpo_trainer"), reason="this TRL has no GRPOTrainer")
+@pytest.mark.usefixtures("training_args_fields")
 def test_grpo_trainer_trains_the_shift(load_llm_tokenizer: Any, tmp_path: Path) -> None:
-    """GRPOTrainer generates with the reduced model and trains it with softmax="shifted"."""
+    """GRPOTrainer generates with the reduced model and trains it with softmax="shifted".
+
+    Older TRL (no fused LM head) copies the model for a reference and computes log-probs from
+    logits: refused with an error naming the fix.
+    """
     model, tok = _model_and_tokenizer(load_llm_tokenizer)
     prompts = [f"What is {a} plus {b}?" for a, b in [(1, 2), (3, 4), (5, 6), (7, 8)]]
     plan = plan_from_texts(tok, [*prompts, *PREFERENCES["chosen"]], model=model)
@@ -432,13 +466,22 @@ def test_grpo_trainer_trains_the_shift(load_llm_tokenizer: Any, tmp_path: Path) 
         learning_rate=1e-2,
         **QUIET,
     )
-    trainer = trl.GRPOTrainer(
-        model=model,
-        reward_funcs=reward,
-        args=args,
-        train_dataset=datasets.Dataset.from_dict({"prompt": prompts}),
-        processing_class=tok,
-    )
+
+    def build() -> Any:
+        return trl.GRPOTrainer(
+            model=model,
+            reward_funcs=reward,
+            args=args,
+            train_dataset=datasets.Dataset.from_dict({"prompt": prompts}),
+            processing_class=tok,
+        )
+
+    if not _fused_by_default():
+        with pytest.raises(VocabError, match=r"cannot be copied|calls the model without labels"):
+            build().train()
+        revert_plan(applied)
+        return
+    trainer = build()
     trainer.train()
     shift = model.get_output_embeddings().vocab_shift.detach().clone()
     revert_plan(applied, optimizer=trainer.optimizer)

@@ -476,7 +476,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="fine-tune all-MiniLM-L6-v2 with the full vocabulary, reduced and shifted"
     )
-    demo.add_argument("--steps", type=int, default=150, help="training steps per run")
+    demo.add_argument("--steps", type=int, default=120, help="training steps per run")
     demo.add_argument(
         "-o", "--output", default="demo-output", help="where to save the restored models"
     )

@@ -279,7 +279,7 @@ def _run(setup: _Setup, name: str) -> DemoRun:
 
 
 def measure_demo(
-    steps: int = 150, out_dir: str | Path = "demo-output", quick: bool = False
+    steps: int = 120, out_dir: str | Path = "demo-output", quick: bool = False
 ) -> DemoResult:
     """Build the plan and fine-tune all-MiniLM-L6-v2 in every mode of ``MODES``.
 
@@ -383,7 +383,7 @@ def _report(result: DemoResult) -> None:
             print(f"{run.name}: {check}: {'yes' if ok else 'NO'}")
 
 
-def run_demo(steps: int = 150, out_dir: str | Path = "demo-output", quick: bool = False) -> int:
+def run_demo(steps: int = 120, out_dir: str | Path = "demo-output", quick: bool = False) -> int:
     """Run the demo and print its table; returns the process exit status.
 
     Args:

@@ -153,8 +153,11 @@ def _no_split(rows: int) -> tuple[Any, Any]:
     return torch.tensor([], dtype=torch.long), torch.arange(rows)
 
 
-def run(mode: str, seed: int, cache: Path) -> dict[str, Any]:
-    """One fine-tuning run in this process; the measurements after revert."""
+def run(mode: str, seed: int, cache: Path, normaliser: str = "exact") -> dict[str, Any]:
+    """One fine-tuning run in this process; the measurements after revert.
+
+    ``normaliser``: as in ``apply_plan`` (``softmax_speed.py --quality`` varies it).
+    """
     import torch
     from transformers import BertForMaskedLM
 
@@ -174,7 +177,9 @@ def run(mode: str, seed: int, cache: Path) -> dict[str, Any]:
         train_data = data["domain_train"]
         applied = None
         if mode != "full-vocab":
-            applied = apply_plan(plan, model=model, tokenizer=tok, softmax=mode)
+            applied = apply_plan(
+                plan, model=model, tokenizer=tok, softmax=mode, normaliser=normaliser
+            )
             mask_id = tok.mask_token_id  # the reduced tokenizer's id
             train_data = softmax_quality.remapped(plan, train_data)
         rss_before = softmax_quality.peak_rss_mb()

@@ -243,8 +243,11 @@ def setup(cache: Path) -> tuple[Any, Any, dict[str, Any]]:
     return tok, torch.load(weights), data
 
 
-def run(mode: str, seed: int, cache: Path) -> dict[str, Any]:
-    """One fine-tuning run in this process; the measurements after revert."""
+def run(mode: str, seed: int, cache: Path, normaliser: str = "exact") -> dict[str, Any]:
+    """One fine-tuning run in this process; the measurements after revert.
+
+    ``normaliser``: as in ``apply_plan`` (``softmax_speed.py --quality`` varies it).
+    """
     import torch
     from transformers import LlamaForCausalLM
 
@@ -265,7 +268,7 @@ def run(mode: str, seed: int, cache: Path) -> dict[str, Any]:
         train_data = data["domain_train"]
         applied = None
         if mode != "full-vocab":
-            applied = apply_plan(plan, model=model, softmax=mode)
+            applied = apply_plan(plan, model=model, softmax=mode, normaliser=normaliser)
             train_data = remapped(plan, train_data)
         rss_before = peak_rss_mb()
         result["train_seconds"] = train(model, train_data, SFT_STEPS, SFT_LR, seed)

@@ -396,20 +396,14 @@ QUALITY = {
 
 def quality_run(task: str, normaliser: str, seed: int) -> dict[str, Any]:
     """One ``softmax="shifted"`` fine-tuning run of ``task`` with ``normaliser``, in-process."""
-    import functools
     import importlib
     from pathlib import Path
-
-    import vocab_adapters
-    from vocab_adapters import session
 
     name, cache = QUALITY[task]
     module = importlib.import_module(name)
     folder = Path(os.path.expanduser(cache))
     folder.mkdir(parents=True, exist_ok=True)
-    # the task's script calls ``from vocab_adapters import apply_plan`` without a normaliser
-    vocab_adapters.apply_plan = functools.partial(session.apply_plan, normaliser=normaliser)
-    result: dict[str, Any] = module.run("shifted", seed, folder)
+    result: dict[str, Any] = module.run("shifted", seed, folder, normaliser)
     return {"task": task, "normaliser": normaliser, **result}
 
 

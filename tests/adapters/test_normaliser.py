@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 
+from fixtures.models import tiny_llama_lm
 from vocab_adapters.stages.normaliser import (
     DroppedRows,
     SampledDropped,
@@ -230,20 +231,7 @@ def test_normaliser_names_are_checked() -> None:
 
 
 def _tiny_llama() -> Any:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=300,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=64,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    return LlamaForCausalLM(config)
+    return tiny_llama_lm(300, tied=True, seed=0)
 
 
 @pytest.mark.parametrize("normaliser", ["bfloat16", "sampled:1/2", "sampled:40"])

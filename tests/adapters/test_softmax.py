@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from fixtures.models import TinyModel, build_tiny_model, remap, sample_batch
+from fixtures.models import TinyModel, build_tiny_model, remap, sample_batch, tiny_llama_lm
 from vocab_adapters import apply_plan, reduced_vocab, revert_plan
 from vocab_adapters.stages import softmax as softmax_adapter
 from vocabcore import VocabError, VocabPlan
@@ -26,23 +26,7 @@ VOCAB = 211
 
 def _llama(tied: bool) -> Callable[[], Any]:
     def build() -> Any:
-        from transformers import LlamaConfig, LlamaForCausalLM
-
-        config = LlamaConfig(
-            vocab_size=VOCAB,
-            hidden_size=32,
-            intermediate_size=48,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            max_position_embeddings=64,
-            tie_word_embeddings=tied,
-            bos_token_id=1,
-            eos_token_id=2,
-            pad_token_id=None,
-        )
-        torch.manual_seed(3)
-        model = LlamaForCausalLM(config).eval()
+        model = tiny_llama_lm(VOCAB, tied=tied, seed=3).eval()
         assert (model.lm_head.weight is model.model.embed_tokens.weight) == tied
         return model
 

@@ -24,7 +24,7 @@ import pytest
 import torch
 from torch import nn
 
-from fixtures.models import remap
+from fixtures.models import remap, tiny_llama_lm
 from vocab_adapters import apply_plan, revert_plan
 from vocab_adapters.stages import softmax as softmax_adapter
 from vocabcore import VocabError, VocabPlan
@@ -43,23 +43,7 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def llama(tied: bool = False) -> Any:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=64,
-        tie_word_embeddings=tied,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=None,
-    )
-    torch.manual_seed(3)
-    return LlamaForCausalLM(config).train()
+    return tiny_llama_lm(VOCAB, tied=tied, seed=3).train()
 
 
 def case(tied: bool = False) -> tuple[Any, Any, torch.Tensor, VocabPlan]:

@@ -402,18 +402,17 @@ def test_dpo_trainer_log_probs_are_the_full_vocabulary_ones(
         ref_applied = apply_plan(plan, model=ref, softmax=ref_mode)
         options = {"ref_model": ref}
     applied = apply_plan(plan, model=model, tokenizer=tok, softmax=mode)
-    if mode == "shifted" and not _fused_by_default():
-        # older TRL computes log-probs from the logits: refused, never silently "reduced"
-        with pytest.raises(VocabError, match="calls the model without labels"):
-            _dpo_first_metrics(model, tok, tmp_path / mode, **options)
-        got = expected
-    else:
+    try:
+        if mode == "shifted" and not _fused_by_default():
+            # older TRL computes log-probs from the logits: refused, never silently "reduced"
+            with pytest.raises(VocabError, match="calls the model without labels"):
+                _dpo_first_metrics(model, tok, tmp_path / mode, **options)
+            return
         got = _dpo_first_metrics(model, tok, tmp_path / mode, **options)
-    revert_plan(applied)
-    if reference == "ref_model":
-        revert_plan(ref_applied)
-    if got is expected:
-        return
+    finally:
+        revert_plan(applied)
+        if reference == "ref_model":
+            revert_plan(ref_applied)
     for key in ("logps/chosen", "logps/rejected"):
         if mode == "shifted":
             assert got[key] == pytest.approx(expected[key], rel=1e-4), key

@@ -269,12 +269,15 @@ def test_resume_from_a_full_checkpoint(tmp_path: Path) -> None:
         _assert_full_checkpoint(directory, plan.vocab_size)
 
 
-def test_shifted_softmax_trains_the_shift_and_checkpoints_fold_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("normaliser", ["exact", "sampled:1/4"])
+def test_shifted_softmax_trains_the_shift_and_checkpoints_fold_it(
+    normaliser: str, tmp_path: Path
+) -> None:
     tok = AutoTokenizer.from_pretrained(minilm_path())
     original = tiny_bert(len(tok), max_position_embeddings=64).get_input_embeddings().weight
     _, model, plan, _, _ = _run(
         tmp_path,
-        callback_options={"softmax": "shifted"},
+        callback_options={"softmax": "shifted", "normaliser": normaliser},
         save_strategy="epoch",
         num_train_epochs=2,
     )
